@@ -1,0 +1,2 @@
+"""dlm (DeconfoundLM): align language models with observational outcome data."""
+__version__ = "0.1.0"

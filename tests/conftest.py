@@ -1,0 +1,29 @@
+"""Shared pytest set-up: the --runslow switch and the path to the real Upworthy file."""
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+UPWORTHY = pathlib.Path(os.environ.get(
+    "DLM_UPWORTHY", REPO.parent / "shared/data/upworthy/upworthy_exploratory_dev.csv.gz"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run @slow tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def upworthy_path() -> pathlib.Path:
+    if not UPWORTHY.exists():
+        pytest.skip(f"real Upworthy file not found at {UPWORTHY} (set DLM_UPWORTHY to its path)")
+    return UPWORTHY
