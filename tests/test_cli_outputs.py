@@ -1,0 +1,69 @@
+"""Config overrides by field name and atomic output writing."""
+import argparse
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from dlm.cli import add_common_args, apply_overrides, resolve_config
+from dlm.outputs import append_jsonl, markdown_table, write_csv, write_json, write_text
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    n: int = 10
+    lr: float = 0.1
+    name: str = "a"
+    flag: bool = False
+    seeds: tuple = (0, 1)
+
+
+def test_overrides_parse_each_field_type():
+    cfg = apply_overrides(Cfg(), ["n=20000", "lr=3e-4", "name=b", "flag=true", "seeds=3,4,5"])
+    assert cfg == Cfg(n=20000, lr=3e-4, name="b", flag=True, seeds=(3, 4, 5))
+
+
+def test_unknown_field_and_bad_value_are_clear_errors():
+    with pytest.raises(SystemExit, match="unknown field 'm'"):
+        apply_overrides(Cfg(), ["m=1"])
+    with pytest.raises(SystemExit, match="--set n"):
+        apply_overrides(Cfg(), ["n=abc"])
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        apply_overrides(Cfg(), ["n"])
+
+
+def test_preset_then_override(tmp_path):
+    parser = argparse.ArgumentParser()
+    presets = {"quick": Cfg(n=5), "full": Cfg(n=500)}
+    add_common_args(parser, presets)
+    args = parser.parse_args(["--out", str(tmp_path), "--preset", "full", "--set", "lr=1"])
+    assert resolve_config(args, presets) == Cfg(n=500, lr=1.0)
+
+
+def test_writes_are_complete_and_leave_no_temporaries(tmp_path):
+    write_json(tmp_path / "config.json", Cfg())
+    assert json.loads((tmp_path / "config.json").read_text())["seeds"] == [0, 1]
+    frame = pd.DataFrame({"method": ["naive", "deconfoundlm"], "x": [0.5, 0.25]})
+    write_csv(tmp_path / "results.csv", frame)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results.csv"), frame)
+    write_text(tmp_path / "summary.md", markdown_table(frame))
+    assert "| naive | 0.500 |" in (tmp_path / "summary.md").read_text()
+    append_jsonl(tmp_path / "metrics.jsonl", [{"step": 1}, {"step": 2}])
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "summary.md"
+    write_text(path, "old")
+
+    class Boom:
+        def to_csv(self, f, index):
+            f.write("half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_csv(path, Boom())
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
