@@ -15,6 +15,7 @@ from numpyro import handlers
 
 Model = Callable[..., Any]
 
+
 def _interventions(model: Model) -> dict[str, Any]:
     """The do() values of every `handlers.do` in the wrapper chain around `model`.
 
@@ -26,7 +27,7 @@ def _interventions(model: Model) -> dict[str, Any]:
     fn = model
     while fn is not None:
         if isinstance(fn, handlers.do) and fn.data:
-            found = {**fn.data, **found}   # the outermost do wins, as in numpyro
+            found = {**found, **fn.data}   # the innermost do sees the site first and stops it
         fn = getattr(fn, "fn", None)
     return found
 
