@@ -72,6 +72,8 @@ class ObservationalLog:
     context: np.ndarray | None = None        # [N] str
     group: np.ndarray | None = None          # [N] int codes (units randomised together)
     source: str = "<log>"
+    # Raw id of each group code (e.g. the A/B test id); codes index into it, so take() keeps it.
+    group_labels: tuple[str, ...] | None = None
 
     def __post_init__(self):
         n = len(self.content)
