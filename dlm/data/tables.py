@@ -201,9 +201,9 @@ def time_confounder(series: pd.Series, *, source: str, column: str,
     """Ordered periods 0..T-1, gaps included; levels label every period in the range.
 
     Input: year-week ints (201446; ISO, or strftime %W when a week 00 occurs), integer
-    periods, or dates/datetimes. time_unit "auto" reads YYYYWW ints as weeks (judged by the first row), other ints
-    as periods, dates by day; "week"/"day"/"month" bucket dates (or weeks' Mondays);
-    "period" takes the ints as they are.
+    periods, or dates/datetimes. time_unit "auto" reads YYYYWW ints as weeks (judged by
+    the first row), other ints as periods, dates by day; "week"/"day"/"month" bucket
+    dates (or weeks' Mondays); "period" takes the ints as they are.
     """
     if time_unit not in TIME_UNITS:
         raise ValueError(f"time_unit must be one of {TIME_UNITS}, got {time_unit!r}")
