@@ -67,7 +67,8 @@ class StoryCorpus:
         fractions = np.asarray(fractions, np.float64)
         if fractions.ndim != 1 or len(fractions) == 0 or (fractions < 0).any() \
                 or abs(fractions.sum() - 1.0) > 1e-6:
-            raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions.tolist()}")
+            raise ValueError("fractions must be non-negative and sum to 1, "
+                             f"got {fractions.tolist()}")
         order = np.random.default_rng(seed).permutation(len(self))
         bounds = np.round(np.cumsum(fractions) * len(self)).astype(int)
         parts = np.split(order, bounds[:-1])

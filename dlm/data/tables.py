@@ -298,7 +298,8 @@ def log_from_frame(frame: pd.DataFrame, *, content: str, context: str | None = N
     group_codes = group_labels = None
     if group is not None:
         _check_missing(frame[group], source, group, "group id")
-        labels, group_codes = np.unique(_label_strings(frame[group]).astype(str), return_inverse=True)
+        ids = _label_strings(frame[group]).astype(str)
+        labels, group_codes = np.unique(ids, return_inverse=True)
         group_labels = tuple(str(x) for x in labels)
         group_codes = group_codes.astype(np.int32)
 
