@@ -24,7 +24,7 @@ def next_token_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array,
     `loss_mask_BxL` is aligned with `tokens_BxL`: m[b,t] = 1 when token t is a target
     (e.g. a response byte), so position 0 is never a target. Metrics carry the summed
     nats and the target count, so bits per byte = nats_sum / ln 2 / n_bytes can be
-    aggregated exactly over many batches (see `bits_per_byte`).
+    aggregated exactly over many batches (dlm.data.batching.bits_per_byte).
     """
     logits = logits_BxLxV[:, :-1].astype(jnp.float32)
     targets = tokens_BxL[:, 1:]
@@ -35,11 +35,6 @@ def next_token_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array,
     count = jnp.sum(mask)
     loss = nats_sum / jnp.maximum(count, 1.0)
     return loss, {"nats_sum": nats_sum, "n_targets": count}
-
-
-def bits_per_byte(nats_sum, n_bytes) -> float:
-    """Bits per byte from summed nats: nats / ln 2 / bytes (byte-level tokens: 1 per byte)."""
-    return float(nats_sum) / math.log(2.0) / max(float(n_bytes), 1.0)
 
 
 def _weighted_mean(x_B: jax.Array, weight_B: jax.Array | None) -> jax.Array:
@@ -59,13 +54,6 @@ def reward_regression(pred_B: jax.Array, target_B: jax.Array,
     sq_B = jnp.square(pred_B.astype(jnp.float32) - target_B.astype(jnp.float32))
     loss = _weighted_mean(sq_B, weight_B)
     return loss, {"mse": loss}
-
-
-def empirical_logit(successes, trials) -> np.ndarray:
-    """Half-count corrected empirical logit: log((s + 1/2) / (n - s + 1/2))."""
-    s = np.asarray(successes, np.float64)
-    n = np.asarray(trials, np.float64)
-    return np.log((s + 0.5) / (n - s + 0.5))
 
 
 def binomial_logit_weights(successes, trials) -> np.ndarray:
