@@ -40,16 +40,29 @@ class Checkpointer:
     def path(self, step: int) -> pathlib.Path:
         return self.directory / str(step)
 
-    def restore(self, step: int | None, target_like_state: Any) -> Any:
-        """Restore checkpoint `step` (None: the latest) into the structure, dtypes and
-        shardings of `target_like_state` (a concrete state or ShapeDtypeStructs)."""
+    def _existing(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
         if step is None or step not in self._manager.all_steps():
             raise FileNotFoundError(
                 f"no checkpoint {step if step is not None else '(any)'} in {self.directory}; "
                 f"have {self.all_steps()}")
+        return step
+
+    def restore(self, step: int | None, target_like_state: Any) -> Any:
+        """Restore checkpoint `step` (None: the latest) into the structure, dtypes and
+        shardings of `target_like_state` (a concrete state or ShapeDtypeStructs)."""
+        step = self._existing(step)
         abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, target_like_state)
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+    def restore_params(self, step: int | None = None) -> Any:
+        """Only the "params" of a saved TrainState, as plain nested dicts of arrays.
+
+        Needs no optimiser or target structure: how a later stage (reward model, DPO, PG)
+        loads the SFT policy from its checkpoint directory.
+        """
+        step = self._existing(step)
+        return self._manager.restore(step, args=ocp.args.StandardRestore())["params"]
 
     def close(self) -> None:
         self._manager.close()
