@@ -37,8 +37,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
                     lr_schedule: optax.Schedule | None = None):
     """Return step(state, batch, rng) -> (state, metrics), jitted with the state donated.
 
-    loss_fn(params, batch, rng) -> (loss, metrics). Metrics gain "loss" and "grad_norm"
-    (pre-clipping) and, given a schedule, the "lr" used for this update.
+    loss_fn(params, batch, rng) -> (loss, metrics), metrics a dict of scalars. Metrics gain
+    "loss" and "grad_norm" (pre-clipping) and, given a schedule, the "lr" of this update.
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -46,7 +46,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
         (loss, metrics), grads = grad_fn(state.params, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         if lr_schedule is not None:
             metrics["lr"] = lr_schedule(state.step)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
