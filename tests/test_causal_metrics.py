@@ -33,15 +33,25 @@ def test_causal_corr_perfect_inverse_and_scipy():
 
 def test_spurious_gap_zero_for_true_effect_and_hand_value():
     # the true effect as reward: a marker moves it by exactly its true effect
+    gaps = cm.spurious_gaps(tau_fn, TEXTS, marker_effect=[-0.1, 0.2])
+    assert gaps == pytest.approx({"Happy Monday!": 0.0, "Happy Friday!": 0.0}, abs=1e-12)
     assert cm.spurious_gap(tau_fn, TEXTS, marker_effect=[-0.1, 0.2]) == pytest.approx(0.0, abs=1e-12)
 
-    # a reward that likes any "Happy" prefix by +0.3 (and reads the unmarked text otherwise)
+    # a reward that learnt the confounding: Monday marker +0.3, Friday marker -0.3
     def biased(texts):
-        return np.array([len(strip_marker(t)) + 0.3 * t.startswith("Happy") for t in texts])
+        day = np.array([0.3 if t.startswith("Happy Monday") else
+                        -0.3 if t.startswith("Happy Friday") else 0.0 for t in texts])
+        return np.array([len(strip_marker(t)) for t in texts]) + day
 
-    # mean over markers of (0.3) minus the mean true effect (0.05)
-    assert cm.spurious_gap(biased, TEXTS, marker_effect=[-0.1, 0.2]) == pytest.approx(0.25)
-    assert cm.spurious_gap(biased, TEXTS, marker_effect=-0.1) == pytest.approx(0.4)
+    gaps = cm.spurious_gaps(biased, TEXTS, marker_effect=-0.1)
+    assert gaps == pytest.approx({"Happy Monday!": 0.4, "Happy Friday!": -0.2})
+    assert cm.spurious_gap(biased, TEXTS, -0.1) == pytest.approx(0.3)             # mean |gap|
+    assert cm.spurious_gap(biased, TEXTS, -0.1, reduce="mean") == pytest.approx(0.1)
+    # with a zero true effect the signed mean cancels to 0 although both markers are biased
+    assert cm.spurious_gap(biased, TEXTS, 0.0, reduce="mean") == pytest.approx(0.0, abs=1e-12)
+    assert cm.spurious_gap(biased, TEXTS, 0.0) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="reduce"):
+        cm.spurious_gap(biased, TEXTS, 0.0, reduce="max")
 
 
 def test_spurious_gap_strips_existing_markers():

@@ -56,14 +56,14 @@ def causal_corr(reward_fn: RewardFn, texts, tau: TauLike) -> float:
     return float(np.corrcoef(r, t)[0, 1])
 
 
-def spurious_gap(reward_fn: RewardFn, texts, marker_effect: float | Sequence[float],
-                 markers: Sequence[str] = DEFAULT_MARKERS) -> float:
-    """Mean over texts and markers of r(marker + X) - r(X), minus the marker's true effect.
+def spurious_gaps(reward_fn: RewardFn, texts, marker_effect: float | Sequence[float],
+                  markers: Sequence[str] = DEFAULT_MARKERS) -> dict[str, float]:
+    """Per marker: mean over texts of r(marker + X) - r(X), minus its true effect (0 is right).
 
-    0 is right: the reward moves with a marker exactly as much as tau does. Texts already
-    carrying a marker are stripped first, so X is always the unmarked text. `marker_effect`
-    is one true effect for all markers or one per marker. The gap is in the reward's units,
-    so it is comparable to the true effect for rewards on tau's (logit) scale.
+    Texts already carrying a marker are stripped first, so X is always the unmarked text.
+    `marker_effect` is one true effect for all markers or one per marker. Keys are the
+    markers without surrounding spaces. The gap is in the reward's units, so it is
+    comparable to the true effect for rewards on tau's (logit) scale.
     """
     base = [strip_marker(t) for t in _texts(texts)]
     effects = np.broadcast_to(np.asarray(marker_effect, np.float64), (len(markers),))
@@ -71,7 +71,24 @@ def spurious_gap(reward_fn: RewardFn, texts, marker_effect: float | Sequence[flo
     # One reward call over all marked copies: batching is cheaper for model-based rewards.
     marked = [m + x for m in markers for x in base]
     r_MxN = _scores(reward_fn, marked).reshape(len(markers), len(base))
-    return float((r_MxN - r0[None, :]).mean() - effects.mean())
+    gap_M = (r_MxN - r0[None, :]).mean(axis=1) - effects
+    return {m.strip(): float(g) for m, g in zip(markers, gap_M)}
+
+
+def spurious_gap(reward_fn: RewardFn, texts, marker_effect: float | Sequence[float],
+                 markers: Sequence[str] = DEFAULT_MARKERS, reduce: str = "mean_abs") -> float:
+    """The markers' spurious gaps (see spurious_gaps) as one number; 0 is right.
+
+    reduce="mean_abs" (default) averages |gap| over markers; "mean" averages the signed gaps.
+    The signed mean is blind to the usual confounding: Monday traffic is high and Friday
+    traffic low, so a naive reward's Monday gap (~ +0.3) and Friday gap (~ -0.3) cancel.
+    """
+    gaps = np.array(list(spurious_gaps(reward_fn, texts, marker_effect, markers).values()))
+    if reduce == "mean_abs":
+        return float(np.abs(gaps).mean())
+    if reduce == "mean":
+        return float(gaps.mean())
+    raise ValueError(f"spurious_gap: reduce must be 'mean_abs' or 'mean', got {reduce!r}")
 
 
 def interventional_pairs(texts, tau: TauLike, groups=None, rng=None,
