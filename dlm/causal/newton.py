@@ -24,6 +24,7 @@ class MapResult:
     theta: np.ndarray        # [P]
     hessian: np.ndarray      # [P, P] X^T W X + Q (W at the mode)
     resid: np.ndarray        # [N] score residual per row: x_i * resid_i is row i's score
+    weight: np.ndarray       # [N] working weight: the likelihood's curvature per row
     pearson: float           # sum of squared Pearson residuals (dispersion estimate)
     n_obs: int               # rows that carry information (trials > 0)
     iterations: int
@@ -73,7 +74,7 @@ def newton_binomial(X: StructuredX, s_N: np.ndarray, n_N: np.ndarray, Q_PxP: np.
     if not converged:
         H = X.gram(w) + Q_PxP
     has = w > 0
-    return MapResult(theta, H, resid, float(np.sum(resid[has] ** 2 / w[has])),
+    return MapResult(theta, H, resid, w, float(np.sum(resid[has] ** 2 / w[has])),
                      int(has.sum()), it, converged)
 
 
@@ -98,7 +99,8 @@ def newton_normal(X: StructuredX, y_N: np.ndarray, Q_PxP: np.ndarray, *,
             break
     theta = scipy.linalg.solve(G / s2 + Q_PxP, Xty / s2, assume_a="pos")
     resid = y_N - X.matvec(theta)
-    return MapResult(theta, G / s2 + Q_PxP, resid / s2, float(resid @ resid) / s2, N, it,
+    return MapResult(theta, G / s2 + Q_PxP, resid / s2, np.full(N, 1.0 / s2),
+                     float(resid @ resid) / s2, N, it,
                      converged, sigma=float(np.sqrt(s2)))
 
 
@@ -109,7 +111,7 @@ def covariance(X: StructuredX, res: MapResult, Q_PxP: np.ndarray, kind: str,
     laplace:    H^-1.
     dispersion: phi H^-1, phi = Pearson chi^2 / (N - P) (quasi-likelihood).
     sandwich:   H^-1 (B + Q) H^-1, B = sum of score outer products (per cluster when
-                `groups` is given, units randomised together), small-sample scaled. Keeping
+                `groups` is given, units randomised together), leverage-corrected. Keeping
                 Q in the meat makes it H^-1 when the model's variance is right, and leaves
                 directions that only the prior identifies at their prior variance.
     """
@@ -122,10 +124,18 @@ def covariance(X: StructuredX, res: MapResult, Q_PxP: np.ndarray, kind: str,
     if kind == "dispersion":
         phi = res.pearson / max(res.n_obs - n_params, 1)
         return phi * H_inv
+    # leverage h_i = w_i x_i' H^-1 x_i, summed per cluster: a fit pulls its own residuals
+    # toward zero, most where a cluster carries much of a parameter's information (a
+    # week seen in a few A/B tests); scaling residuals by (1 - leverage)^-1/2 undoes that
+    # (HC2 per unit, a scalar CR2 per cluster) and stands in for the N/(N-P) factors.
+    lev_N = res.weight * X.row_variance(H_inv)
+    if groups is not None:
+        _, g_codes = np.unique(groups, return_inverse=True)
+        lev_N = np.bincount(g_codes, weights=lev_N)[g_codes]
+    resid = res.resid / np.sqrt(1.0 - np.clip(lev_N, 0.0, 0.99))
     if groups is None:
-        meat = X.gram(res.resid ** 2) * res.n_obs / max(res.n_obs - n_params, 1)
+        meat = X.gram(resid ** 2)
     else:
-        meat, n_groups = X.cluster_meat(res.resid, groups)
-        meat *= n_groups / max(n_groups - 1, 1)
+        meat, _ = X.cluster_meat(resid, groups)
     cov = H_inv @ (meat + Q_PxP) @ H_inv
     return (cov + cov.T) / 2.0
