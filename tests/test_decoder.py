@@ -190,3 +190,14 @@ def test_presets_sizes():
     for name, lo, hi in [("base", 20e6, 30e6), ("large100m", 85e6, 115e6)]:
         shapes = jax.eval_shape(lambda: init_params(PRESETS[name], jax.random.PRNGKey(0)))
         assert lo < count_params(shapes) < hi, name
+
+
+def test_bfloat16_compute_tracks_float32(params):
+    cfg16 = dataclasses.replace(CFG, dtype="bfloat16")
+    tok = tokens_of(11, 2, 8)
+    l32, _ = forward(CFG, params, tok)
+    l16, _ = forward(cfg16, params, tok)
+    assert l16.dtype == jnp.float32 and bool(jnp.isfinite(l16).all())
+    # bf16 keeps ~3 significant digits; logits here are O(10)
+    assert float(jnp.abs(l16 - l32).max()) < 0.05 * float(jnp.abs(l32).max())
+    assert (jnp.argmax(l16, -1) == jnp.argmax(l32, -1)).mean() > 0.8
