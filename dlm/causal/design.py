@@ -113,7 +113,7 @@ class StructuredX:
         T = self.lift()
         C = T @ cov_PxP @ T.T                       # covariance of (dense coefs, level values)
         D, dense = self.n_dense, self.dense_NxD
-        out = np.einsum("nd,de,ne->n", dense, C[:D, :D], dense)
+        out = np.sum((dense @ C[:D, :D]) * dense, axis=1)
         starts = np.cumsum([D] + [L for _, L, _ in self.blocks])
         idx = [s + c for s, (c, _, _) in zip(starts, self.blocks)]   # row of C per block
         for i, ci in enumerate(idx):
