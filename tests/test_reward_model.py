@@ -59,6 +59,10 @@ def test_confounders_enter_the_head_and_are_required():
     np.testing.assert_allclose(r1 - r0, p["head"]["kernel"][CFG.d_model, 0], atol=1e-6)
     with pytest.raises(ValueError, match="n_confounders=3"):
         model.apply({"params": p}, tokens, lengths)
+    with pytest.raises(ValueError, match="2 columns, model expects 3"):
+        model.apply({"params": p}, tokens, lengths, jnp.zeros((2, 2)))
+    with pytest.raises(ValueError, match="n_confounders=0"):
+        RewardModel(CFG).apply({"params": p}, tokens, lengths, c0)
 
 
 def test_two_heads():

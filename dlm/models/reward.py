@@ -33,21 +33,24 @@ class RewardModel(nn.Module):
     n_confounders: int = 0
     two_heads: bool = False
 
+    def _check(self, confounders_BxC):
+        if self.n_confounders and confounders_BxC is None:
+            raise ValueError(f"RewardModel has n_confounders={self.n_confounders}: "
+                             "pass confounders_BxC (a reference value at use)")
+        if not self.n_confounders and confounders_BxC is not None:
+            raise ValueError("confounders_BxC given but RewardModel has n_confounders=0")
+        if self.n_confounders and confounders_BxC.shape[-1] != self.n_confounders:
+            raise ValueError(f"confounders_BxC has {confounders_BxC.shape[-1]} columns, "
+                             f"model expects {self.n_confounders}")
+
     @nn.compact
     def __call__(self, tokens_BxL, lengths_B, confounders_BxC=None):
+        self._check(confounders_BxC)
         h_BxLxD, _ = Decoder(self.cfg, name="trunk").hidden(tokens_BxL)
         pooled_BxD = last_token(h_BxLxD, lengths_B).astype(jnp.float32)
         inputs = pooled_BxD
         if self.n_confounders:
-            if confounders_BxC is None:
-                raise ValueError(f"RewardModel has n_confounders={self.n_confounders}: "
-                                 "pass confounders_BxC (a reference value at use)")
-            if confounders_BxC.shape[-1] != self.n_confounders:
-                raise ValueError(f"confounders_BxC has {confounders_BxC.shape[-1]} columns, "
-                                 f"model expects {self.n_confounders}")
             inputs = jnp.concatenate([pooled_BxD, confounders_BxC.astype(jnp.float32)], axis=-1)
-        elif confounders_BxC is not None:
-            raise ValueError("confounders_BxC given but RewardModel has n_confounders=0")
         head = lambda name: nn.Dense(1, kernel_init=nn.initializers.normal(0.02), name=name)  # noqa: E731
         out = {"reward": head("head")(inputs)[:, 0], "features": pooled_BxD}
         if self.two_heads:
