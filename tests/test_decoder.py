@@ -92,7 +92,8 @@ def _np_reference(cfg, p, tokens):
             row = row + np.concatenate(heads, -1) @ b["attn"]["o"]["kernel"]
             hn = norm(row, b["mlp_norm"]["scale"])
             g = hn @ b["mlp"]["gate"]["kernel"]
-            row = row + (g / (1 + np.exp(-g)) * (hn @ b["mlp"]["up"]["kernel"])) @ b["mlp"]["down"]["kernel"]
+            swiglu = g / (1 + np.exp(-g)) * (hn @ b["mlp"]["up"]["kernel"])
+            row = row + swiglu @ b["mlp"]["down"]["kernel"]
         out.append(norm(row, p["final_norm"]["scale"]) @ p["embed"]["embedding"].T)
     return np.stack(out)
 
@@ -114,9 +115,9 @@ def test_gqa_equals_mha_with_repeated_kv_heads(params):
         D = kernel.shape[0]
         return jnp.repeat(kernel.reshape(D, -1, 1, H), G, axis=2).reshape(D, -1)
 
-    p_mha = jax.tree_util.tree_map_with_path(
-        lambda path, x: repeat(x) if any(getattr(k, "key", None) in ("k", "v") for k in path) else x,
-        params)
+    is_kv = lambda path: any(getattr(k, "key", None) in ("k", "v") for k in path)  # noqa: E731
+    p_mha = jax.tree_util.tree_map_with_path(lambda path, x: repeat(x) if is_kv(path) else x,
+                                             params)
     tok = tokens_of(5, 2, 8)
     np.testing.assert_allclose(forward(CFG, params, tok)[0], forward(mha, p_mha, tok)[0],
                                rtol=1e-5, atol=1e-5)
@@ -124,8 +125,10 @@ def test_gqa_equals_mha_with_repeated_kv_heads(params):
 
 def test_rope_depends_on_relative_position_and_interleaving_is_a_permutation():
     x = jax.random.normal(jax.random.PRNGKey(6), (1, 2, 1, 8))
-    dot = lambda pq, pk, il: float(jnp.sum(  # noqa: E731
-        rope(x[:, :1], jnp.array([[pq]]), 100.0, il) * rope(x[:, 1:], jnp.array([[pk]]), 100.0, il)))
+    def dot(pq, pk, il):  # <rope(q at pq), rope(k at pk)>
+        q = rope(x[:, :1], jnp.array([[pq]]), 100.0, il)
+        return float(jnp.sum(q * rope(x[:, 1:], jnp.array([[pk]]), 100.0, il)))
+
     for il in (False, True):
         assert dot(5, 2, il) == pytest.approx(dot(13, 10, il), rel=1e-4)
         assert dot(5, 2, il) != pytest.approx(dot(5, 4, il), rel=1e-3)

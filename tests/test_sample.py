@@ -81,7 +81,9 @@ def test_logprobs_equal_sequence_logprobs(setup):
 
 def test_filter_logits_by_hand():
     logits = jnp.log(jnp.array([[0.05, 0.5, 0.15, 0.3]]))
-    keep = lambda **kw: np.isfinite(np.asarray(filter_logits(logits, 1.0, **kw)))[0].tolist()  # noqa
+    def keep(**kw):
+        return np.isfinite(np.asarray(filter_logits(logits, 1.0, **kw)))[0].tolist()
+
     assert keep(top_k=2) == [False, True, False, True]
     # mass before each sorted token: 0, .5, .8, .95 -> top_p .7 keeps the first two
     assert keep(top_p=0.7) == [False, True, False, True]

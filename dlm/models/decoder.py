@@ -46,7 +46,8 @@ class DecoderConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads={self.n_heads} not divisible by n_kv_heads={self.n_kv_heads}")
+            raise ValueError(f"n_heads={self.n_heads} not divisible by "
+                             f"n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary positions")
 
@@ -245,9 +246,10 @@ class Decoder(nn.Module):
         mask_BxLxS, valid_BxS = _attention_mask(attn_mask_BxL, cache, L)
         x = self.embed(tokens_BxL)
         new_k, new_v = [], []
+        index = None if cache is None else cache.index
         for i, block in enumerate(self.blocks):
             kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, (k, v) = block(x, positions_BxL, mask_BxLxS, kv, None if cache is None else cache.index)
+            x, (k, v) = block(x, positions_BxL, mask_BxLxS, kv, index)
             new_k.append(k)
             new_v.append(v)
         h = self.final_norm(x)

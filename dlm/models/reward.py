@@ -21,6 +21,10 @@ def last_token(h_BxLxD: jax.Array, lengths_B: jax.Array) -> jax.Array:
     return jnp.take_along_axis(h_BxLxD, idx_B[:, None, None], axis=1)[:, 0]
 
 
+def _head(name: str) -> nn.Dense:
+    return nn.Dense(1, kernel_init=nn.initializers.normal(0.02), name=name)
+
+
 class RewardModel(nn.Module):
     """(tokens_BxL right-padded, lengths_B[, confounders_BxC]) -> dict of [B] outputs.
 
@@ -51,10 +55,9 @@ class RewardModel(nn.Module):
         inputs = pooled_BxD
         if self.n_confounders:
             inputs = jnp.concatenate([pooled_BxD, confounders_BxC.astype(jnp.float32)], axis=-1)
-        head = lambda name: nn.Dense(1, kernel_init=nn.initializers.normal(0.02), name=name)  # noqa: E731
-        out = {"reward": head("head")(inputs)[:, 0], "features": pooled_BxD}
+        out = {"reward": _head("head")(inputs)[:, 0], "features": pooled_BxD}
         if self.two_heads:
-            out["confounder_head"] = head("confounder_head")(inputs)[:, 0]
+            out["confounder_head"] = _head("confounder_head")(inputs)[:, 0]
         return out
 
 
