@@ -1,11 +1,20 @@
 """dlm.policy on a tiny random decoder: best-of-n, DPO, REINFORCE, evaluation."""
+import dataclasses
+
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 from dlm.data.tokenizer import ByteTokenizer
 from dlm.models.decoder import PRESETS, init_params
+from dlm.policy import sft
 from dlm.policy.best_of_n import best_indices, pick_best, sample_pool, score_pool
+from dlm.policy.dpo import (DPOConfig, pairs_from_pool, policy_logprobs, preference_data,
+                            rank_pairs, train_dpo)
+from dlm.policy.evaluate import (best_of_n_pool, evaluate_best_of_n, evaluate_policy,
+                                 generation_metrics)
+from dlm.policy.reinforce import ReinforceConfig, sequence_kl, train_reinforce
 from dlm.sample import sequence_logprobs
 
 CFG = PRESETS["tiny"]
@@ -64,3 +73,120 @@ def test_best_of_n_ties_and_nan_and_bad_rewards(pool):
         score_pool(pool, lambda t: np.zeros(1))
     with pytest.raises(ValueError, match="n must be in 1..4"):
         pick_best(pool, lambda t: np.zeros(len(t)), n=5)
+
+
+# ---- DPO ---------------------------------------------------------------------------------
+def byte_sum(texts):
+    """A toy reward with a known order."""
+    return np.array([sum(t.encode()) for t in texts], float)
+
+
+def test_rank_pairs_pairs_best_with_worst_and_skips_ties():
+    scores = np.array([[1.0, 3.0, 2.0, 0.0], [5.0, 5.0, 5.0, 5.0], [0.0, 1.0, 1.0, 2.0]])
+    pairs = rank_pairs(scores, pairs_per_prompt=2)
+    got = list(zip(pairs.p_idx.tolist(), pairs.chosen.tolist(), pairs.rejected.tolist()))
+    # prompt 0: order 1,2,0,3 -> (1 vs 3), (2 vs 0); prompt 1: all tied -> none;
+    # prompt 2: order 3,1,2,0 -> (3 vs 0), (1 vs 2) is a tie -> dropped
+    assert got == [(0, 1, 3), (0, 2, 0), (2, 3, 0)]
+    np.testing.assert_allclose(pairs.margin, [3.0, 1.0, 2.0])
+    same = rank_pairs(np.array([[1.0, 0.0]]), texts=[["x", "x"]])
+    assert len(same) == 0                                     # identical texts: no preference
+
+
+def test_dpo_loss_falls_and_chosen_margin_rises(params, pool, tmp_path):
+    pairs = pairs_from_pool(pool, byte_sum)
+    assert len(pairs) == 3 and (pairs.margin > 0).all()
+    data = preference_data(pool, pairs, params, CFG)
+    # the reference log-probs are those of the exact sampled tokens
+    np.testing.assert_allclose(data["ref_chosen"], pool.logprobs_PxN[pairs.p_idx, pairs.chosen],
+                               rtol=1e-4, atol=1e-3)
+    dcfg = DPOConfig(beta=0.5, lr=3e-3, steps=12, batch_size=3, warmup_steps=1, log_every=1)
+    result = train_dpo(params, CFG, data, dcfg, tmp_path)
+    losses = [r["loss"] for r in result.history]
+    assert losses[0] == pytest.approx(np.log(2), abs=1e-4)   # policy == reference at step 0
+    assert losses[-1] < 0.5 * losses[0]
+    lp_c, lp_r = policy_logprobs(result.state.params, CFG, data)
+    margin_after = np.asarray(lp_c - lp_r)
+    margin_before = data["ref_chosen"] - data["ref_rejected"]
+    assert (margin_after > margin_before).all()
+    # the reference itself was not touched by the (donating) train step
+    again = preference_data(pool, pairs, params, CFG)
+    np.testing.assert_array_equal(again["ref_chosen"], data["ref_chosen"])
+    assert (tmp_path / "metrics.jsonl").exists()
+
+
+def test_preference_data_without_pairs_is_a_clear_error(params, pool):
+    pairs = pairs_from_pool(pool, lambda t: np.zeros(len(t)))
+    with pytest.raises(ValueError, match="no pairs"):
+        preference_data(pool, pairs, params, CFG)
+
+
+# ---- REINFORCE ---------------------------------------------------------------------------
+def ascii_share(texts):
+    """A toy reward a random byte model can improve: the share of ASCII characters."""
+    return np.array([np.mean([ord(c) < 128 for c in t]) if t else 0.0 for t in texts])
+
+
+def test_kl_term_is_zero_at_the_reference(params, pool):
+    seqs = pool.sequences(np.arange(3), np.zeros(3, int))
+    np.testing.assert_array_equal(np.asarray(sequence_kl(params, params, CFG, *seqs)), 0.0)
+    other = init_params(CFG, jax.random.key(5))
+    assert np.all(np.asarray(sequence_kl(other, params, CFG, *seqs)) != 0.0)
+
+
+def test_reinforce_raises_a_toy_reward(params, tmp_path):
+    rcfg = ReinforceConfig(steps=25, prompts_per_step=3, k=4, kl_coef=0.01, lr=1e-2,
+                           warmup_steps=1, max_new_tokens=8, max_prompt_len=32, log_every=1)
+    result = train_reinforce(params, CFG, TOK, LEDES, ascii_share, rcfg, tmp_path)
+    assert result.history[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # first rollout: pi = ref
+    assert len(result.history) == 25 and (tmp_path / "metrics.jsonl").exists()
+
+    def mean_reward(p):   # many fresh samples, same keys for both policies
+        pool = sample_pool(p, CFG, TOK, LEDES, n=32, key=jax.random.key(9), max_new_tokens=8,
+                           max_prompt_len=32)
+        return ascii_share(pool.flat_texts()).mean()
+
+    before, after = mean_reward(params), mean_reward(result.params)
+    assert after > before + 0.1, (before, after)
+
+
+# ---- evaluation --------------------------------------------------------------------------
+def test_generation_metrics_by_hand():
+    texts = ["5 Things You Need To Know", "Why Is This Happening?", "Happy Monday! 3 Cats", ""]
+    m = generation_metrics(texts, lambda t: np.arange(len(t), dtype=float))
+    assert m["n_generations"] == 4 and m["objective"] == pytest.approx(1.5)
+    assert m["digit_share"] == pytest.approx(0.5)            # "5 Things", "3 Cats"
+    assert m["question_share"] == pytest.approx(0.25)
+    assert m["second_person_share"] == pytest.approx(0.25)
+    assert m["this_share"] == pytest.approx(0.25)
+    assert m["marker_rate"] == pytest.approx(0.25)
+    assert m["empty_share"] == pytest.approx(0.25) and m["distinct_share"] == 1.0
+    assert m["mean_words"] == pytest.approx((6 + 4 + 4 + 0) / 4)
+
+
+def test_evaluate_policy_uses_fixed_seeds_and_enough_generations(params):
+    kw = dict(seeds=(0, 1), n_generations=7, max_new_tokens=6, max_prompt_len=32)
+    a = evaluate_policy(params, CFG, TOK, LEDES, None, **kw)
+    b = evaluate_policy(params, CFG, TOK, LEDES, None, **kw)
+    assert list(a["seed"]) == [0, 1] and (a["n_generations"] == 9).all()   # 3 ledes x 3
+    pd.testing.assert_frame_equal(a, b)
+    pools = [best_of_n_pool(params, CFG, TOK, LEDES, s, n=2, n_generations=7, max_new_tokens=6,
+                            max_prompt_len=32) for s in (0, 1)]
+    bon = evaluate_best_of_n(pools, byte_sum, None)
+    assert (bon["n_generations"] == 9).all() and list(bon["seed"]) == [0, 1]
+
+
+# ---- the cached SFT policy ---------------------------------------------------------------
+def test_sft_policy_trains_once_then_loads(tmp_path):
+    cfg = dataclasses.replace(sft.PRESETS["tiny"], steps=4, ckpt_every=0, n_samples=2)
+    first = sft.sft_policy(cfg, directory=tmp_path / "sft")
+    log = (tmp_path / "sft" / "metrics.jsonl").read_text()
+    second = sft.sft_policy(cfg, directory=tmp_path / "sft")       # loaded, not retrained
+    assert (tmp_path / "sft" / "metrics.jsonl").read_text() == log
+    for x, y in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert second.model_cfg == first.model_cfg
+    with pytest.raises(SystemExit, match="steps: saved 4 vs wanted 5"):
+        sft.sft_policy(dataclasses.replace(cfg, steps=5), directory=tmp_path / "sft")
+    assert sft.sft_cache_dir(cfg, root=tmp_path) != sft.sft_cache_dir(
+        dataclasses.replace(cfg, seed=1), root=tmp_path)

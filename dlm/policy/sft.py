@@ -1,0 +1,337 @@
+"""Supervised fine-tuning of the headline writer (prompt = lede, response = headline): the
+SFT policy every optimiser starts from and is regularised towards.
+
+    res = train_sft(cfg, out_dir, data=None)          # train, evaluate, write outputs
+    policy = sft_policy(cfg, data=None, directory=d)  # the same, or load it if d holds it
+
+Without `data` it trains on the built-in template corpus (sims.builtin_corpus); with a
+path it reads an Upworthy archive. Stories are split into train/val (`split_corpus`), so
+validation ledes are unseen; later stages use the same split for held-out ledes.
+scripts.train_sft is the command line over this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from dlm import cli, outputs
+from dlm.data.batching import bits_per_byte, encode_sft, target_bytes
+from dlm.data.corpus import StoryCorpus
+from dlm.data.tokenizer import ByteTokenizer
+from dlm.models.decoder import PRESETS as MODEL_PRESETS, Decoder, DecoderConfig, count_params
+from dlm.models.decoder import init_params
+from dlm.train.checkpoint import Checkpointer
+from dlm.train.loop import LoopConfig, train_loop
+from dlm.train.losses import next_token_loss
+from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
+from dlm.train.step import TrainState, make_eval_step, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    model: str = "small"            # decoder preset (dlm.models.decoder.PRESETS)
+    dtype: str = "float32"          # compute dtype; "bfloat16" on GPU/TPU
+    seed: int = 0
+    steps: int = 300
+    batch_size: int = 32            # global batch; a multiple of the device count
+    max_len: int = 128              # tokens per example (BOS lede SEP headline EOS)
+    max_prompt_len: int = 96        # lede budget (ids incl. BOS/SEP); the headline fits first
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0
+    min_lr_ratio: float = 0.1
+    val_fraction: float = 0.1       # share of stories held out
+    n_stories: int = 600            # size of the built-in corpus (ignored with --data)
+    max_val_pairs: int = 512        # (lede, headline) pairs scored for validation bpb
+    ckpt_every: int = 100
+    log_every: int = 10
+    n_samples: int = 10             # held-out ledes to write headlines for
+    temperature: float = 0.7
+    max_new_tokens: int = 64
+
+
+# Named SFT runs; scripts.train_sft exposes them as --preset, and later stages (DPO,
+# REINFORCE, reward trunks) name the SFT policy they start from by the same names.
+PRESETS: dict[str, SFTConfig] = {
+    "tiny": SFTConfig(model="tiny", steps=12, batch_size=8, max_len=64, max_prompt_len=40,
+                      lr=3e-3, warmup_steps=2, val_fraction=0.25, n_stories=40,
+                      max_val_pairs=16, ckpt_every=6, log_every=3, max_new_tokens=12),
+    "quick": SFTConfig(),
+    "full": SFTConfig(model="base", dtype="bfloat16", steps=6000, batch_size=64, max_len=256,
+                      max_prompt_len=192, lr=6e-4, warmup_steps=200, max_val_pairs=4096,
+                      ckpt_every=500, log_every=50, max_new_tokens=96),
+}
+
+
+class SFTPolicy(NamedTuple):
+    """A trained SFT policy: what best-of-n, DPO and REINFORCE start from."""
+
+    params: Any
+    model_cfg: DecoderConfig
+    tokenizer: ByteTokenizer
+    directory: pathlib.Path
+
+
+# ---- data --------------------------------------------------------------------------------
+def load_corpus(data: pathlib.Path | None, cfg: SFTConfig) -> tuple[StoryCorpus, str]:
+    """The Upworthy stories at `data`, or the built-in template corpus."""
+    if data is None:
+        from sims.builtin_corpus import builtin_corpus
+        return builtin_corpus(n_stories=cfg.n_stories, seed=cfg.seed), "built-in template corpus"
+    from dlm.data.corpus import stories_from_log
+    from dlm.data.upworthy import load_upworthy
+    return stories_from_log(load_upworthy(data)), str(data)
+
+
+def split_corpus(corpus: StoryCorpus, cfg: SFTConfig, source: str = "corpus"
+                 ) -> tuple[StoryCorpus, StoryCorpus]:
+    """(train, val) stories exactly as SFT splits them, so held-out ledes stay unseen."""
+    train, val = corpus.split((1 - cfg.val_fraction, cfg.val_fraction), seed=cfg.seed)
+    if len(train) == 0 or len(val) == 0:
+        raise SystemExit(f"{source}: {len(corpus)} stories are too few to split "
+                         f"with val_fraction={cfg.val_fraction}")
+    return train, val
+
+
+def sft_pairs(corpus: StoryCorpus) -> tuple[list[str], list[str]]:
+    """One (lede, headline) pair per candidate headline of every story."""
+    prompts, responses = [], []
+    for context, headlines in zip(corpus.contexts, corpus.headlines):
+        for h in headlines:
+            prompts.append(context)
+            responses.append(h)
+    return prompts, responses
+
+
+def index_stream(n: int, batch_size: int, seed: int):
+    """rows_for_step(s): rows s*B .. s*B+B-1 of a stream of per-epoch permutations of
+    range(n), a pure function of (seed, s), so a resumed run sees the same batches."""
+    if n < 1:
+        raise ValueError("index_stream: no rows to draw batches from")
+
+    @functools.lru_cache(maxsize=4)
+    def perm(epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, epoch]).permutation(n)
+
+    def rows_for_step(s: int) -> np.ndarray:
+        pos = s * batch_size + np.arange(batch_size)
+        return np.array([perm(int(p // n))[p % n] for p in pos])
+
+    return rows_for_step
+
+
+def make_batch_for_step(tokens_NxL: np.ndarray, mask_NxL: np.ndarray, batch_size: int, seed: int):
+    """batch_for_step(s) -> {"tokens", "loss_mask"} over `index_stream` rows."""
+    rows_for_step = index_stream(len(tokens_NxL), batch_size, seed)
+
+    def batch_for_step(s: int) -> dict:
+        idx = rows_for_step(s)
+        return {"tokens": tokens_NxL[idx], "loss_mask": mask_NxL[idx]}
+
+    return batch_for_step
+
+
+# ---- training and evaluation -------------------------------------------------------------
+def sft_loss_fn(model: Decoder):
+    """loss_fn(params, batch, rng) for the generic train step: next-token loss on the
+    headline bytes (and EOS) only; the lede is context."""
+    def loss_fn(params, batch, rng):
+        del rng  # no dropout
+        logits_BxLxV, _ = model.apply({"params": params}, batch["tokens"])
+        return next_token_loss(logits_BxLxV, batch["tokens"], batch["loss_mask"])
+    return loss_fn
+
+
+def validation_bpb(eval_step, params, tok, tokens_NxL, mask_NxL, batch_size: int) -> float:
+    """Bits per byte of the held-out headlines given their ledes (padding rows carry no
+    mask, so every batch keeps one shape and compiles once)."""
+    nats = 0.0
+    for start in range(0, len(tokens_NxL), batch_size):
+        t, m = tokens_NxL[start:start + batch_size], mask_NxL[start:start + batch_size]
+        pad = batch_size - len(t)
+        if pad:
+            t = np.concatenate([t, np.repeat(t[:1], pad, 0)])
+            m = np.concatenate([m, np.zeros((pad, m.shape[1]), m.dtype)])
+        nats += float(eval_step(params, {"tokens": t, "loss_mask": m}, jax.random.key(0))["nats_sum"])
+    return bits_per_byte(nats, target_bytes(tok, tokens_NxL, mask_NxL))
+
+
+def sample_headlines(params, model_cfg, tok, ledes: list[str], cfg: SFTConfig) -> list[str]:
+    """One headline per lede, sampled at cfg.temperature and cut at EOS."""
+    from dlm.policy.best_of_n import sample_pool
+    pool = sample_pool(params, model_cfg, tok, ledes, 1, jax.random.key(cfg.seed + 7),
+                       cfg.max_new_tokens, cfg.temperature, max_prompt_len=cfg.max_prompt_len,
+                       batch_size=len(ledes))
+    return [row[0] for row in pool.texts]
+
+
+def model_config(cfg: SFTConfig) -> DecoderConfig:
+    """The decoder preset with the SFT run's dtype and a context long enough for max_len."""
+    if cfg.model not in MODEL_PRESETS:
+        raise SystemExit(f"--set model: unknown decoder preset {cfg.model!r}; "
+                         f"have {sorted(MODEL_PRESETS)}")
+    base = MODEL_PRESETS[cfg.model]
+    return dataclasses.replace(base, dtype=cfg.dtype, max_len=max(base.max_len, cfg.max_len))
+
+
+def _samples_md(ledes, generated, references) -> str:
+    lines = ["# Sampled headlines for held-out ledes", ""]
+    for i, (lede, gen, ref) in enumerate(zip(ledes, generated, references), 1):
+        lines += [f"{i}. **lede:** {lede}", f"   - **generated:** {gen}",
+                  f"   - **a real headline:** {ref}", ""]
+    return "\n".join(lines)
+
+
+def _summary_md(rows: dict, source: str) -> str:
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+    return (f"# SFT headline writer\n\nData: {source}\n\n| quantity | value |\n|---|---|\n"
+            f"{table}\n\nValidation bits per byte are over held-out stories' headlines given "
+            f"their ledes (lower is better). Samples: samples.md.\n")
+
+
+def _check_resume(out: pathlib.Path, resume: bool) -> None:
+    """Fail before any work when `out` holds a previous run and resume was not asked for."""
+    ckpt_dir = out / "checkpoints"
+    if resume or not ckpt_dir.exists():
+        return
+    with Checkpointer(ckpt_dir) as ck:
+        latest = ck.latest_step()
+    if latest is not None:
+        raise SystemExit(f"{out} already holds a run (checkpoint step {latest}); pass --resume "
+                         "to continue it, or choose a fresh --out")
+
+
+def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = None,
+              resume: bool = False, quiet: bool = False) -> dict:
+    """Train, evaluate and write every output (config.json, metrics.jsonl, checkpoints/,
+    samples.md, summary.md) to `out`; returns the summary numbers, params and model_cfg."""
+    out = pathlib.Path(out)
+    _check_resume(out, resume)
+    tok = ByteTokenizer()
+    model_cfg = model_config(cfg)
+    corpus, source = load_corpus(data, cfg)
+    train, val = split_corpus(corpus, cfg, source)
+    tr_tokens, tr_mask = encode_sft(tok, *sft_pairs(train), cfg.max_len, cfg.max_prompt_len)
+    va_tokens, va_mask = encode_sft(tok, *sft_pairs(val), cfg.max_len, cfg.max_prompt_len)
+    va_tokens, va_mask = va_tokens[:cfg.max_val_pairs], va_mask[:cfg.max_val_pairs]
+    outputs.write_json(out / "config.json", {
+        "sft": cfg, "model": model_cfg, "data": source, "n_train_stories": len(train),
+        "n_val_stories": len(val), "n_train_pairs": len(tr_tokens), "n_val_pairs": len(va_tokens),
+        "n_devices": jax.device_count()})
+
+    model = Decoder(model_cfg)
+    loss_fn = sft_loss_fn(model)
+    optim = OptimConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                        weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
+                        min_lr_ratio=cfg.min_lr_ratio)
+    tx = make_optimizer(optim)
+    params = init_params(model_cfg, jax.random.key(cfg.seed))
+    eval_step = make_eval_step(loss_fn)
+    bpb_before = validation_bpb(eval_step, params, tok, va_tokens, va_mask, cfg.batch_size)
+
+    t0 = time.perf_counter()
+    result = train_loop(
+        TrainState.create(params, tx), make_train_step(loss_fn, tx, make_schedule(optim)),
+        make_batch_for_step(tr_tokens, tr_mask, cfg.batch_size, cfg.seed), cfg.steps,
+        jax.random.key(cfg.seed + 1),
+        LoopConfig(out_dir=out, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
+                   resume=resume, quiet=quiet, desc="sft"))
+    train_s = time.perf_counter() - t0
+    params = result.state.params
+    bpb_after = validation_bpb(eval_step, params, tok, va_tokens, va_mask, cfg.batch_size)
+
+    n = min(cfg.n_samples, len(val))
+    ledes = list(val.contexts[:n])
+    generated = sample_headlines(params, model_cfg, tok, ledes, cfg)
+    outputs.write_text(out / "samples.md", _samples_md(ledes, generated, [h[0] for h in val.headlines[:n]]))
+    tps = [r["tokens_per_s"] for r in result.history if "tokens_per_s" in r]
+    summary = {"model": f"{cfg.model} ({count_params(params):,} params)", "steps": cfg.steps,
+               "batch x context": f"{cfg.batch_size} x {cfg.max_len}",
+               "resumed from step": result.resumed_from, "train seconds (this call)": round(train_s, 1),
+               "train tokens/s (median window)": round(float(np.median(tps))) if tps else None,
+               "val bits/byte before": round(bpb_before, 4), "val bits/byte after": round(bpb_after, 4)}
+    outputs.write_text(out / "summary.md", _summary_md(summary, source))
+    if not quiet:
+        print(f"validation bits/byte: {bpb_before:.3f} before -> {bpb_after:.3f} after")
+        for lede, gen in zip(ledes, generated):
+            print(f"- {lede[:70]!r}\n    -> {gen}")
+        print(f"outputs in {out}")
+    return {"bpb_before": bpb_before, "bpb_after": bpb_after, "samples": generated,
+            "resumed_from": result.resumed_from, "params": params, "model_cfg": model_cfg,
+            "train_seconds": train_s}
+
+
+# ---- the cached policy -------------------------------------------------------------------
+def load_sft(directory: pathlib.Path) -> SFTPolicy:
+    """The finished SFT policy in `directory` (its config.json and latest checkpoint)."""
+    directory = pathlib.Path(directory)
+    cfg_path = directory / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path}: no SFT run here (train one with scripts.train_sft)")
+    known = {f.name for f in dataclasses.fields(DecoderConfig)}
+    saved = json.loads(cfg_path.read_text()).get("model", {})
+    model_cfg = DecoderConfig(**{k: v for k, v in saved.items() if k in known})
+    with Checkpointer(directory / "checkpoints") as ck:
+        if ck.latest_step() is None:
+            raise FileNotFoundError(f"{directory / 'checkpoints'}: no checkpoint saved yet")
+        params = ck.restore_params()
+    params = jax.tree.map(np.asarray, params)
+    return SFTPolicy(params, model_cfg, ByteTokenizer(), directory)
+
+
+def _mismatch(directory: pathlib.Path, cfg: SFTConfig, source: str) -> list[str]:
+    """Fields where the run saved in `directory` differs from (cfg, source)."""
+    saved = json.loads((directory / "config.json").read_text())
+    want = cli.to_jsonable(cfg)
+    diff = [f"{k}: saved {saved['sft'].get(k)!r} vs wanted {v!r}"
+            for k, v in want.items() if saved["sft"].get(k) != v]
+    if saved.get("data") != source:
+        diff.append(f"data: saved {saved.get('data')!r} vs wanted {source!r}")
+    return diff
+
+
+def sft_policy(cfg: SFTConfig, data: pathlib.Path | None = None,
+               directory: pathlib.Path | None = None, quiet: bool = True) -> SFTPolicy:
+    """The SFT policy for (cfg, data), trained into `directory` or loaded from it.
+
+    A finished run with the same config and data is loaded (no training); an interrupted
+    one is resumed; a run with a different config is an error naming the differing fields,
+    so a cache is never silently reused for another experiment. `directory` defaults to
+    `sft_cache_dir(cfg, data)`.
+    """
+    data = None if data is None else pathlib.Path(data).absolute()
+    directory = pathlib.Path(directory) if directory is not None else sft_cache_dir(cfg, data)
+    source = "built-in template corpus" if data is None else str(data)
+    if (directory / "config.json").exists():
+        diff = _mismatch(directory, cfg, source)
+        if diff:
+            raise SystemExit(f"{directory / 'config.json'}: holds a different SFT run "
+                             f"({'; '.join(diff)}); choose another directory")
+        with Checkpointer(directory / "checkpoints") as ck:
+            latest = ck.latest_step()
+        if latest == cfg.steps:
+            return load_sft(directory)
+        resume = latest is not None
+    else:
+        resume = False
+    res = train_sft(cfg, directory, data, resume=resume, quiet=quiet)
+    return SFTPolicy(res["params"], res["model_cfg"], ByteTokenizer(), directory)
+
+
+def sft_cache_dir(cfg: SFTConfig, data: pathlib.Path | None = None,
+                  root: pathlib.Path | None = None) -> pathlib.Path:
+    """root/sft-<hash of config and data>; root defaults to $DLM_CACHE or ~/.cache/dlm."""
+    import hashlib
+    import os
+    root = pathlib.Path(root or os.environ.get("DLM_CACHE", pathlib.Path.home() / ".cache/dlm"))
+    key = json.dumps({"sft": cli.to_jsonable(cfg), "data": None if data is None else
+                      str(pathlib.Path(data).absolute())}, sort_keys=True)
+    return root / f"sft-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
