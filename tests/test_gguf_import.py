@@ -26,9 +26,12 @@ def _get(tree, path):
     return np.asarray(tree)
 
 
-def write_gguf(path, cfg, params, arch="llama", quant_embed=False, skip=(), extra=()):
-    """Write `params` (HF layout) as a GGUF file the way convert_hf_to_gguf.py does."""
+def write_gguf(path, cfg, params, arch="llama", quant_embed=False, skip=(), extra=(), kv=None):
+    """Write `params` (HF layout) as a GGUF file the way convert_hf_to_gguf.py does;
+    kv(writer) may add more metadata (a tokenizer)."""
     w = gguf.GGUFWriter(str(path), arch)
+    if kv is not None:
+        kv(w)
     w.add_block_count(cfg.n_layers)
     w.add_context_length(cfg.max_len)
     w.add_embedding_length(cfg.d_model)

@@ -163,9 +163,16 @@ class BPETokenizer:
         text = "".join(f"{_IM_START}{role}\n{content}{_IM_END}\n" for role, content in turns)
         return text + (f"{_IM_START}assistant\n" if add_generation_prompt else "")
 
-    def chat_prompt(self, user: str, system: str | None = None) -> str:
+    def chat_prompt(self, user: str, system: str | None = None,
+                    max_user_tokens: int | None = None) -> str:
         """A one-turn chat prompt as batching's prompt text: format_chat minus the leading
-        BOS (<|im_start|>), which the batching layouts add themselves."""
+        BOS (<|im_start|>), which the batching layouts add themselves.
+
+        max_user_tokens keeps the user text's first N tokens. Cut here, not by batching's
+        prompt truncation, which would cut the template's closing assistant header.
+        """
+        if max_user_tokens is not None:
+            user = self.decode(self.encode(user)[:max_user_tokens], skip_special=False)
         turns = ([("system", system)] if system is not None else []) + [("user", user)]
         text = self.format_chat(turns)
         return text[len(_IM_START):]
@@ -183,9 +190,10 @@ def _default_system(template: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-def as_prompt(tok, text: str, system: str | None = None) -> str:
+def as_prompt(tok, text: str, system: str | None = None,
+              max_user_tokens: int | None = None) -> str:
     """`text` as a prompt for `tok`: a chat turn for chat tokenizers, unchanged otherwise
-    (the byte tokenizer's BOS text SEP layout)."""
+    (the byte tokenizer's BOS text SEP layout, where batching truncates)."""
     if getattr(tok, "chatml", False):
-        return tok.chat_prompt(text, system)
+        return tok.chat_prompt(text, system, max_user_tokens)
     return text

@@ -180,7 +180,8 @@ def load_model(name: str = SCRATCH, *, preset: str = "small", dtype: str = "floa
         if preset not in PRESETS:
             raise ValueError(f"unknown decoder preset {preset!r}; known: {', '.join(PRESETS)}")
         cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
-        return LoadedModel(cfg, init_params(cfg, jax.random.key(seed)), ByteTokenizer())
+        params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.key(seed))
+        return LoadedModel(cfg, params, ByteTokenizer())
     if name == SMOLLM2:
         return load_smollm2(dtype=dtype, cache=cache)
     raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
