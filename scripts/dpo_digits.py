@@ -1,0 +1,216 @@
+"""DPO on pairs that prefer headlines containing a digit: does the share of generations
+with a digit rise over the SFT policy? (models issue, acceptance: >= 15 points)
+
+    python -m scripts.dpo_digits --preset quick --out runs/dpo_digits [--data UPWORTHY.csv.gz]
+                                 [--set steps=300 --set beta=0.2 ...]
+
+The SFT policy (dlm.policy.sft, preset `sft_preset`) is trained once and cached (reused
+from `sft_dir`, or $DLM_CACHE/sft-<hash> when empty). Per seed: sample `n_candidates`
+headlines from it for each training lede, pair a with-digit against a without-digit
+sample of the same lede, train DPO, then generate >= n_generations headlines for the
+held-out ledes from SFT and from DPO with the same seed. Writes results.csv (seed x
+policy), summary.md (mean ± se over seeds, the paired difference in points),
+digit_share.png, samples.md, config.json and metrics.jsonl (DPO curves, by seed).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import time
+
+import jax
+import numpy as np
+import pandas as pd
+
+from dlm import cli, outputs
+from dlm.eval.stats import format_mean_se, format_table, mean_se, summarise
+from dlm.policy import sft
+from dlm.policy.best_of_n import sample_pool
+from dlm.policy.dpo import DPOConfig, pairs_from_pool, preference_data, train_dpo
+from dlm.policy.evaluate import METRICS, generation_metrics, policy_generations
+from sims.featurise import FEATURES, phi
+
+
+@dataclasses.dataclass(frozen=True)
+class DPODigitsConfig:
+    sft_preset: str = "quick"         # dlm.policy.sft.PRESETS
+    sft_dir: str = ""                 # "" -> the shared SFT cache for that preset and data
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train_prompts: int = 256          # training ledes used for pairs (0: all)
+    n_candidates: int = 8             # samples per training lede
+    pairs_per_prompt: int = 2
+    beta: float = 0.1
+    lr: float = 1e-4
+    steps: int = 150
+    batch_size: int = 32
+    warmup_steps: int = 10
+    n_generations: int = 500          # per seed and policy, on the held-out ledes
+    temperature: float = 1.0          # evaluation and candidate sampling
+    max_new_tokens: int = 48
+    gen_batch_size: int = 256
+    log_every: int = 10
+    target_points: float = 15.0       # the acceptance threshold, reported in summary.md
+
+
+PRESETS = {
+    "tiny": DPODigitsConfig(sft_preset="tiny", train_prompts=16, n_candidates=4,
+                            pairs_per_prompt=1, lr=1e-3, steps=6, batch_size=8, warmup_steps=1,
+                            n_generations=24, max_new_tokens=12, gen_batch_size=64, log_every=2),
+    "quick": DPODigitsConfig(),
+}
+DIGIT = FEATURES.index("digit")
+
+
+def has_digit(texts) -> np.ndarray:
+    """The preference: 1 for a headline with a digit (marker stripped), else 0."""
+    return phi(texts)[:, DIGIT].astype(np.float64)
+
+
+def build(cfg: DPODigitsConfig, data: pathlib.Path | None, quiet: bool):
+    """SFT policy (cached), its train/held-out ledes, and the world's true effect."""
+    from sims.headlines import HeadlineWorld
+    if cfg.sft_preset not in sft.PRESETS:
+        raise SystemExit(f"--set sft_preset: unknown {cfg.sft_preset!r}; have {sorted(sft.PRESETS)}")
+    sft_cfg = sft.PRESETS[cfg.sft_preset]
+    policy = sft.sft_policy(sft_cfg, data, pathlib.Path(cfg.sft_dir) if cfg.sft_dir else None,
+                            quiet=quiet)
+    corpus, source = sft.load_corpus(None if data is None else pathlib.Path(data).absolute(),
+                                     sft_cfg)
+    train, val = sft.split_corpus(corpus, sft_cfg, source)
+    ledes = list(train.contexts)
+    if cfg.train_prompts:
+        ledes = ledes[:cfg.train_prompts]
+    return policy, sft_cfg, ledes, list(val.contexts), HeadlineWorld(corpus).true_effect, source
+
+
+def run_seed(cfg, seed, policy, sft_cfg, train_ledes, out: pathlib.Path, quiet: bool):
+    """Pairs from SFT samples, DPO; returns (DPO params, training row)."""
+    gen_kw = dict(max_prompt_len=sft_cfg.max_prompt_len, batch_size=cfg.gen_batch_size)
+    pool = sample_pool(policy.params, policy.model_cfg, policy.tokenizer, train_ledes,
+                       cfg.n_candidates, jax.random.key(10_000 + seed), cfg.max_new_tokens,
+                       cfg.temperature, **gen_kw)
+    pairs = pairs_from_pool(pool, has_digit, cfg.pairs_per_prompt)
+    data = preference_data(pool, pairs, policy.params, policy.model_cfg)
+    dcfg = DPOConfig(beta=cfg.beta, lr=cfg.lr, steps=cfg.steps, batch_size=cfg.batch_size,
+                     warmup_steps=cfg.warmup_steps, seed=seed, log_every=cfg.log_every)
+    result = train_dpo(policy.params, policy.model_cfg, data, dcfg, out / f"dpo_seed{seed}",
+                       quiet=quiet)
+    last = result.history[-1]
+    info = {"n_pairs": len(pairs), "pool_digit_share": float(has_digit(pool.flat_texts()).mean()),
+            "dpo_loss": last["loss"], "dpo_reward_accuracy": last["reward_accuracy"]}
+    for row in result.history:
+        outputs.append_jsonl(out / "metrics.jsonl", [{"seed": seed, **row}])
+    return result.state.params, info
+
+
+def evaluate(cfg, seed, params, policy, sft_cfg, val_ledes, tau_fn):
+    pool = policy_generations(params, policy.model_cfg, policy.tokenizer, val_ledes, seed,
+                              cfg.n_generations, cfg.max_new_tokens, cfg.temperature,
+                              sft_cfg.max_prompt_len, cfg.gen_batch_size)
+    texts = pool.flat_texts()
+    return generation_metrics(texts, tau_fn), texts
+
+
+def paired_points(frame: pd.DataFrame) -> tuple[float, float]:
+    """Mean ± se over seeds of (DPO - SFT) digit share, in percentage points."""
+    wide = frame.pivot(index="seed", columns="policy", values="digit_share")
+    return mean_se(100.0 * (wide["dpo"] - wide["sft"]).to_numpy())
+
+
+def _summary_md(cfg, frame, source, sft_dir, seconds) -> str:
+    metrics = ["digit_share", "objective", "marker_rate", "mean_words", "distinct_share"]
+    table = format_table(summarise(frame, "policy", metrics))
+    diff, se = paired_points(frame)
+    verdict = "meets" if diff >= cfg.target_points else "does NOT meet"
+    n_gen = int(frame["n_generations"].min())
+    lines = [
+        "# DPO on digit-preferring pairs", "",
+        f"Data: {source}. SFT policy: preset `{cfg.sft_preset}` ({sft_dir}). "
+        f"{len(cfg.seeds)} seeds; per seed and policy {n_gen} generations for held-out ledes "
+        f"(temperature {cfg.temperature}).", "",
+        outputs.markdown_table(table),
+        f"DPO - SFT digit share: **{format_mean_se(diff, se, 1)} points** (paired by seed); "
+        f"this {verdict} the >= {cfg.target_points:g}-point target.", "",
+        "Per seed (pairs, pool digit share, final DPO loss / reward accuracy):", "",
+        outputs.markdown_table(frame[frame["policy"] == "dpo"][
+            ["seed", "n_pairs", "pool_digit_share", "dpo_loss", "dpo_reward_accuracy"]]
+            .astype({"n_pairs": int})),
+        f"objective = mean true effect tau of the generations under the headline world; "
+        f"wall time {seconds:.0f} s. Samples: samples.md.", ""]
+    return "\n".join(lines)
+
+
+def _samples_md(samples: dict[str, list[str]], ledes: list[str], per: int) -> str:
+    lines = ["# Samples (seed 0, first held-out ledes)", ""]
+    for i, lede in enumerate(ledes[:5]):
+        lines.append(f"{i + 1}. **lede:** {lede}")
+        for name, texts in samples.items():
+            lines.append(f"   - **{name}:** {texts[i * per]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(frame: pd.DataFrame, path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    s = summarise(frame, "policy", ["digit_share"])
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(s["policy"], 100 * s["mean"], yerr=100 * s["se"].fillna(0), capsize=4,
+           color=["#999999", "#3070b0"][:len(s)])
+    ax.set_ylabel("generations with a digit (%)")
+    ax.set_title("SFT vs DPO (mean ± se over seeds)")
+    outputs.save_figure(path, fig)
+
+
+def run(cfg: DPODigitsConfig, out: pathlib.Path, data: pathlib.Path | None = None,
+        quiet: bool = False) -> pd.DataFrame:
+    """The whole experiment; returns results (one row per seed x policy)."""
+    t0 = time.perf_counter()
+    out = pathlib.Path(out)
+    if (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()   # a rerun's curves replace the old ones
+    policy, sft_cfg, train_ledes, val_ledes, tau_fn, source = build(cfg, data, quiet)
+    outputs.write_json(out / "config.json", {"dpo_digits": cfg, "sft": sft_cfg, "data": source,
+                                             "sft_dir": policy.directory,
+                                             "n_train_ledes": len(train_ledes),
+                                             "n_val_ledes": len(val_ledes)})
+    rows, samples = [], {}
+    for seed in cfg.seeds:
+        dpo_params, info = run_seed(cfg, seed, policy, sft_cfg, train_ledes, out, quiet)
+        for name, params in (("sft", policy.params), ("dpo", dpo_params)):
+            metrics, texts = evaluate(cfg, seed, params, policy, sft_cfg, val_ledes, tau_fn)
+            rows.append({"seed": seed, "policy": name, **metrics,
+                         **(info if name == "dpo" else {})})
+            if seed == cfg.seeds[0]:
+                samples[name] = texts
+        if not quiet:
+            print(f"seed {seed}: digit share sft {rows[-2]['digit_share']:.3f} -> "
+                  f"dpo {rows[-1]['digit_share']:.3f} ({info['n_pairs']} pairs)")
+    frame = pd.DataFrame(rows)
+    cols = ["seed", "policy", "n_generations", *METRICS]
+    frame = frame[cols + [c for c in frame.columns if c not in cols]]
+    outputs.write_csv(out / "results.csv", frame)
+    per = int(frame["n_generations"].iloc[0]) // len(val_ledes)
+    outputs.write_text(out / "samples.md", _samples_md(samples, val_ledes, per))
+    summary = _summary_md(cfg, frame, source, policy.directory, time.perf_counter() - t0)
+    outputs.write_text(out / "summary.md", summary)
+    _plot(frame, out / "digit_share.png")
+    if not quiet:
+        print(summary)
+    return frame
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_common_args(parser, PRESETS, default_preset="quick")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
+    args = parser.parse_args(argv)
+    run(cli.resolve_config(args, PRESETS), args.out, args.data, args.quiet)
+
+
+if __name__ == "__main__":
+    main()
