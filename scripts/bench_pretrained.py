@@ -24,11 +24,11 @@ import pandas as pd
 from dlm import cli, outputs
 from dlm.models import lora, pretrained
 from dlm.models.decoder import Decoder, count_params, init_cache
+from dlm.policy.sft import sft_loss_fn
 from dlm.sample import generate
 from dlm.train.optim import OptimConfig, make_optimizer
 from dlm.train.step import TrainState, make_train_step
 from scripts.bench import _median_time
-from scripts.train_sft import sft_loss_fn
 
 
 @dataclasses.dataclass(frozen=True)

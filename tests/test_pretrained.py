@@ -150,7 +150,7 @@ def test_lora_sft_on_upworthy_pairs(smollm2, upworthy_path):
     from dlm.data.corpus import stories_from_log
     from dlm.data.upworthy import load_upworthy
     from dlm.train.step import TrainState, make_train_step
-    from scripts.train_sft import sft_loss_fn
+    from dlm.policy.sft import sft_loss_fn
 
     _, (cfg, base, tok) = smollm2
     corpus = stories_from_log(load_upworthy(upworthy_path))
