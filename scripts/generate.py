@@ -14,8 +14,6 @@ With --out DIR, config.json and generations.json are written there too.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import pathlib
 import time
 
@@ -26,7 +24,6 @@ from dlm import outputs
 from dlm.data.batching import encode_prompts
 from dlm.data.bpe_tokenizer import as_prompt
 from dlm.models import pretrained
-from dlm.models.decoder import DecoderConfig
 from dlm.sample import generate, generate_nocache
 
 
@@ -37,18 +34,13 @@ def load(args) -> pretrained.LoadedModel:
                                      seed=args.seed)
     if args.model != pretrained.SCRATCH:
         raise SystemExit("--run loads a from-scratch train_sft run; drop --model")
-    from dlm.data.tokenizer import ByteTokenizer
-    from dlm.train.checkpoint import Checkpointer
+    from dlm.policy.sft import load_sft
 
-    cfg_path = args.run / "config.json"
-    if not cfg_path.is_file():
-        raise SystemExit(f"--run {args.run}: no config.json (is it a train_sft --out dir?)")
-    known = {f.name for f in dataclasses.fields(DecoderConfig)}
-    model = json.loads(cfg_path.read_text()).get("model", {})
-    cfg = DecoderConfig(**{k: v for k, v in model.items() if k in known})
-    with Checkpointer(args.run / "checkpoints") as ck:
-        params = ck.restore_params()
-    return pretrained.LoadedModel(cfg, params, ByteTokenizer())
+    try:
+        policy = load_sft(args.run)
+    except FileNotFoundError as err:
+        raise SystemExit(f"--run: {err}") from None
+    return pretrained.LoadedModel(policy.model_cfg, policy.params, policy.tokenizer)
 
 
 def prompt_batch(tok, texts: list[str], chat: bool, system: str | None):
