@@ -141,11 +141,16 @@ def summarise(results: pd.DataFrame, cfg: EstimateConfig) -> tuple[pd.DataFrame,
         f"- corr_tau deconfoundlm > partial_out in {int((corr.deconfoundlm > corr.partial_out).sum())}"
         f"/{len(corr)} seeds (mean {corr.deconfoundlm.mean():.3f} vs {corr.partial_out.mean():.3f})",
     ]
+    per_level = (res[res.quantity != "corr_tau"]
+                 .pivot_table(index="quantity", columns="method", values="estimate", aggfunc="mean")
+                 .join(res.groupby("quantity").truth.first()).reset_index())
     text = (f"# Confounder-effect recovery\n\n{cfg.seeds} seeds x {cfg.n_postings:,} postings, "
             f"entanglement {cfg.entanglement}, p_marker {cfg.p_marker}, k {cfg.k}; "
             f"estimator {cfg.method} ({cfg.covariance} covariance), {cfg.folds}-fold cross-fit. "
             "Errors on the logit scale, mean ± se over seeds; weekday effects centred.\n\n"
-            + outputs.markdown_table(table) + "\n" + "\n".join(checks) + "\n")
+            + outputs.markdown_table(table) + "\n" + "\n".join(checks) + "\n\n"
+            "Mean estimate per quantity (weekday_0 = Monday):\n\n"
+            + outputs.markdown_table(per_level, floatfmt=".3f"))
     return table, text
 
 
