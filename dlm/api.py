@@ -1,0 +1,268 @@
+"""Bring your own log: deconfound any observational table from Python.
+
+The same steps `python -m scripts.deconfound` runs, as functions:
+
+    from dlm import api
+    frame = api.read_frame("upworthy_exploratory_dev.csv.gz",
+                           text_columns=("headline", "lede", "clickability_test_id"))
+    log = api.from_frame(frame, content="headline", context="lede",
+                         group="clickability_test_id", successes="clicks",
+                         trials="impressions", confounders={"test_week": "time"})
+    result = api.fit(log, seed=0)          # cross-fitted g_hat, text term "ngram:256"
+    result.effects()                       # every confounder parameter, 90% interval
+    table = api.adjust(frame, result)      # the input rows + g_hat, g_lo, g_hi, adjusted
+    diag = api.diagnose(result)            # collinearity, overlap, convergence
+
+`fit` is dlm.causal.crossfit.deconfound on dlm.data.text_features.text_representation, so
+any entry point that uses the same text spec and seed gets the same adjusted outcomes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dlm.causal.crossfit import Adjusted, deconfound
+from dlm.causal.design import build_design
+from dlm.causal.diagnostics import Diagnostics, DiagnosticsConfig, diagnose as _diagnose
+from dlm.causal.fit import EstimatorConfig
+from dlm.data.log import LogValidationError, ObservationalLog
+from dlm.data.tables import CALENDAR_PARTS, derive_calendar, log_from_frame, read_table
+from dlm.data.text_features import DEFAULT_SPEC, text_representation
+
+# Columns adjust() adds; an input column of the same name would be overwritten.
+ADDED_BINOMIAL = ("g_hat", "g_lo", "g_hi", "logit_outcome", "logit_adjusted", "rate_adjusted", "fold")
+ADDED_REAL = ("g_hat", "g_lo", "g_hi", "outcome_adjusted", "fold")
+_TOKEN_RE = re.compile(r"\w+(?:['\u2019]\w+)*|[?!]")   # dlm.data.ngrams' word tokens
+
+
+# ---- loading -------------------------------------------------------------------------------
+def read_frame(path: str | pathlib.Path, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read .csv / .csv.gz / .parquet. In `text_columns` only an empty field is missing, so a
+    headline reading "NA" or "null" stays text (other columns keep pandas' NA markers)."""
+    path = pathlib.Path(path)
+    if path.name.lower().endswith((".parquet", ".pq")) or not text_columns:
+        return read_table(path)
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except Exception:                       # noqa: BLE001  read_table reports it, located
+        return read_table(path)
+    text = [c for c in text_columns if c in header]
+    na = {c: ([""] if c in text else sorted(_PANDAS_NA)) for c in header}
+    return read_table(path, dtype={c: str for c in text}, keep_default_na=False, na_values=na)
+
+
+# pandas' default missing-value markers (read_csv docs), kept for the non-text columns
+_PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+
+
+def parse_derive(derive: str | Sequence[str] | Mapping[str, Sequence[str]] | None,
+                 confounders: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """{date column: calendar parts}. "weekday,month" uses the one time confounder;
+    "COL:weekday,month" names the date column."""
+    if not derive:
+        return {}
+    if isinstance(derive, Mapping):
+        return {str(k): tuple(v) for k, v in derive.items()}
+    items = [derive] if isinstance(derive, str) else list(derive)
+    out: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        col, _, parts = item.rpartition(":")
+        if not col:
+            times = [c for c, k in confounders.items() if k == "time"]
+            if len(times) != 1:
+                raise ValueError(f"derive {item!r}: name the date column as COL:{parts} "
+                                 f"(time confounders: {times or 'none'})")
+            col = times[0]
+        parts_t = tuple(p.strip() for p in parts.split(",") if p.strip())
+        bad = [p for p in parts_t if p not in CALENDAR_PARTS]
+        if bad or not parts_t:
+            raise ValueError(f"derive {item!r}: parts must be some of {CALENDAR_PARTS}")
+        out[col] = out.get(col, ()) + parts_t
+    return out
+
+
+def _derive(frame: pd.DataFrame, derive: Mapping[str, Sequence[str]], source: str
+            ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The frame with calendar columns added, and their confounder kinds."""
+    kinds: dict[str, str] = {}
+    for col, parts in derive.items():
+        if col in frame.columns and pd.api.types.is_numeric_dtype(frame[col]):
+            raise LogValidationError("calendar parts need dates (e.g. 2014-11-17); this column "
+                                     "holds numbers (a year-week or period has no weekday)",
+                                     source=source, column=col)
+        frame = derive_calendar(frame, col, parts, source=source)
+        kinds.update({f"{col}_{p}": "categorical" for p in parts})
+    return frame, kinds
+
+
+def from_frame(frame: pd.DataFrame, *, content: str, context: str | None = None,
+               group: str | None = None, successes: str | None = None, trials: str | None = None,
+               outcome: str | None = None, confounders: Mapping[str, str] | None = None,
+               derive=None, time_unit: str = "auto", source: str = "<frame>") -> ObservationalLog:
+    """Validate a DataFrame and map its columns onto an ObservationalLog.
+
+    confounders: column -> "categorical" | "numeric" | "time". derive: calendar parts from a
+    date column (see parse_derive), added as categorical confounders "COL_weekday", ...
+    Errors (LogValidationError) name the file, the row and the column.
+    """
+    confounders = dict(confounders or {})
+    frame, derived = _derive(frame, parse_derive(derive, confounders), source)
+    return log_from_frame(frame, content=content, context=context, group=group,
+                          successes=successes, trials=trials, outcome=outcome,
+                          confounders={**confounders, **derived}, source=source,
+                          time_unit=time_unit)
+
+
+# ---- fitting --------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class Result:
+    """A deconfounded log: the cross-fitted adjustment and what it was computed from."""
+
+    log: ObservationalLog
+    text_spec: str
+    text_NxF: np.ndarray | None
+    feature_names: tuple[str, ...]
+    adjusted: Adjusted
+    cfg: EstimatorConfig
+
+    def effects(self) -> pd.DataFrame:
+        """Centred confounder effects: parameter, level, mean, sd, lo, hi (cfg.interval)."""
+        return self.adjusted.effects()
+
+
+def n_parameters(log: ObservationalLog, n_text: int, cfg: EstimatorConfig = EstimatorConfig()) -> int:
+    """Parameters of the estimator on this log: intercept + text columns + g's parameters."""
+    design = build_design(log.confounders, time_basis=cfg.time_basis, spline_df=cfg.spline_df,
+                          source=log.source)
+    return 1 + n_text + design.n_params
+
+
+def check_size(log: ObservationalLog, n_text: int, cfg: EstimatorConfig = EstimatorConfig()) -> None:
+    """A clear error, before fitting, when the log has fewer rows than parameters."""
+    p = n_parameters(log, n_text, cfg)
+    if len(log) < p:
+        design = build_design(log.confounders, time_basis=cfg.time_basis, spline_df=cfg.spline_df)
+        big = max(design.blocks, key=lambda b: b.size, default=None)
+        parts = [f"{n_text} text features"] + [f"{b.size} for {b.name!r}" for b in design.blocks]
+        raise LogValidationError(
+            f"{len(log)} rows are fewer than the model's {p} parameters (intercept, "
+            f"{', '.join(parts)}); use a smaller text representation (e.g. 'ngram:32' or 'none')"
+            " or fewer confounder levels", source=log.source, column=None if big is None else big.name)
+
+
+def ngram_names(texts: Sequence[str], n_features: int, top: int = 3) -> list[str]:
+    """A name per hashed n-gram column: "ngram[j]: a, b, c", its most frequent n-grams here.
+
+    Each distinct word 1-2 gram is hashed through dlm.data.ngrams itself, so the names
+    follow its hashing exactly; columns no n-gram of these texts reaches stay "ngram[j]".
+    """
+    from collections import Counter
+
+    from dlm.data.ngrams import hashed_ngrams
+
+    freq: Counter = Counter()
+    uniq, counts = np.unique(np.asarray(texts, dtype=object).astype(str), return_counts=True)
+    for text, c in zip(uniq, counts):
+        toks = _TOKEN_RE.findall(text.lower())
+        grams = set(toks) | {f"{a} {b}" for a, b in zip(toks, toks[1:])}
+        for g in grams:
+            freq[g] += int(c)
+    by_bucket: dict[int, list[tuple[int, str]]] = {}
+    for k in (1, 2):
+        grams = [g for g in freq if g.count(" ") == k - 1]
+        if not grams:
+            continue
+        X = hashed_ngrams(grams, n_features=n_features, ngram_range=(k, k), signed=False,
+                          normalize=False)
+        for g, row in zip(grams, range(X.shape[0])):
+            cols = X.indices[X.indptr[row]:X.indptr[row + 1]]
+            if len(cols) == 1:                   # tokenised as one n-gram, as in the features
+                by_bucket.setdefault(int(cols[0]), []).append((freq[g], g))
+    names = []
+    for j in range(n_features):
+        best = [g for _, g in sorted(by_bucket.get(j, []), key=lambda t: (-t[0], t[1]))[:top]]
+        names.append(f"ngram[{j}]: " + ", ".join(best) if best else f"ngram[{j}]")
+    return names
+
+
+def feature_names(spec: str, texts: Sequence[str], n_features: int) -> tuple[str, ...]:
+    """Human-readable names of the text representation's columns (for diagnostics)."""
+    name, _, _ = spec.partition(":")
+    if name == "phi":
+        from sims.featurise import FEATURES
+        return tuple(FEATURES)
+    if name == "ngram":
+        return tuple(ngram_names(texts, n_features))
+    return tuple(f"{name}[{j}]" for j in range(n_features))
+
+
+def represent(log: ObservationalLog, text: str = DEFAULT_SPEC
+              ) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """The log's text representation under a spec, and its column names."""
+    text_NxF = text_representation(log.content, text)
+    if text_NxF is None:
+        return None, ()
+    return text_NxF, feature_names(text, log.content, text_NxF.shape[1])
+
+
+def fit(log: ObservationalLog, text: str = DEFAULT_SPEC, cfg: EstimatorConfig | None = None,
+        **overrides) -> Result:
+    """DeconfoundLM's cross-fitted adjustment of `log` (g fitted jointly with the text term).
+
+    text: a text-representation spec ("ngram:256", "phi", "none"). cfg / overrides:
+    EstimatorConfig fields (seed, method, folds, interval, ...). Groups of the log (units
+    randomised together) stay in one fold.
+    """
+    cfg = dataclasses.replace(cfg or EstimatorConfig(), **overrides)
+    text_NxF, names = represent(log, text)
+    check_size(log, 0 if text_NxF is None else text_NxF.shape[1], cfg)
+    return Result(log, text, text_NxF, names, deconfound(log, text_NxF, cfg), cfg)
+
+
+# ---- outputs --------------------------------------------------------------------------------
+def added_columns(log: ObservationalLog) -> tuple[str, ...]:
+    return ADDED_BINOMIAL if log.is_binomial else ADDED_REAL
+
+
+def check_columns_free(frame: pd.DataFrame, log: ObservationalLog) -> None:
+    """adjust() would overwrite an input column of the same name: say so before fitting."""
+    taken = [c for c in added_columns(log) if c in frame.columns]
+    if taken:
+        raise LogValidationError(f"the input already has a column named {taken[0]!r}, which the "
+                                 "adjusted table adds; rename it", source=log.source, column=taken[0])
+
+
+def adjust(frame: pd.DataFrame, result: Result) -> pd.DataFrame:
+    """The input rows plus g_hat, its interval (g_lo, g_hi), the adjusted outcome and the fold;
+    derived confounders (e.g. date_weekday) are added as columns too."""
+    log, adj = result.log, result.adjusted
+    if len(frame) != len(log):
+        raise ValueError(f"frame has {len(frame)} rows, the log {len(log)}")
+    check_columns_free(frame, log)
+    out = frame.reset_index(drop=True).copy()
+    for name, conf in log.confounders.items():
+        if name not in out.columns:
+            out[name] = np.asarray(conf.levels, dtype=object)[np.asarray(conf.values)]
+    out["g_hat"], out["g_lo"], out["g_hi"] = adj.g_hat, adj.g_lo, adj.g_hi
+    if log.is_binomial:
+        out["logit_outcome"] = log.logit_outcome()
+        out["logit_adjusted"] = adj.logit_adjusted
+        out["rate_adjusted"] = adj.rate_adjusted
+    else:
+        out["outcome_adjusted"] = adj.logit_adjusted
+    out["fold"] = adj.fold
+    return out
+
+
+def diagnose(result: Result, cfg: DiagnosticsConfig = DiagnosticsConfig()) -> Diagnostics:
+    """Collinearity of text features with confounder levels, overlap, convergence."""
+    log = result.log
+    return _diagnose(result.adjusted.fit, result.text_NxF, result.feature_names,
+                     log.confounders, cfg, successes=log.successes, trials=log.trials,
+                     outcome=log.outcome)

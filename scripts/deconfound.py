@@ -1,0 +1,325 @@
+"""Bring your own log: deconfound any observational table from one command.
+
+    python -m scripts.deconfound --data FILE --content COL [--context COL] [--group COL]
+        (--successes COL --trials COL | --outcome COL) --confounder NAME:TYPE [...]
+        [--derive [COL:]weekday,month] [--text-features ngram:256] --out DIR
+        [--preset map|svi|nuts] [--set seed=0 --set folds=5 --set share_threshold=0.95 ...]
+
+TYPE is categorical, numeric or time (a year-week like 201446, an integer period, or a
+date/datetime: modelled as a random walk, or a spline with --set time_basis=spline;
+--time-unit week|day|month buckets dates). --derive adds weekday/month/year of a date
+column as categorical confounders. Input: .csv, .csv.gz or .parquet.
+
+The adjustment is dlm.api.fit: DeconfoundLM's g(C) fitted jointly with a text term
+(--text-features, default dlm.data.text_features.DEFAULT_SPEC), cross-fitted by group,
+subtracted from each unit's empirical logit (or real outcome). Every input is validated
+first; a bad column, row or value stops the run with an error naming it, and nothing is
+written. Outputs in DIR: adjusted.csv (input rows + g_hat, g_lo, g_hi, adjusted outcome,
+fold), effects.csv (every confounder parameter: mean, sd, 90% interval), collinearity.csv
+and overlap.csv (diagnostics), report.md with PNG plots, config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import re
+import sys
+import time
+
+import numpy as np
+
+from dlm import api, cli, outputs
+from dlm import report as rep
+from dlm.causal.diagnostics import DiagnosticsConfig, level_codes
+from dlm.causal.fit import EstimatorConfig
+from dlm.data.log import CONFOUNDER_KINDS, LogValidationError
+from dlm.data.tables import TIME_UNITS
+from dlm.data.text_features import DEFAULT_SPEC
+
+PRESETS = {
+    "map": EstimatorConfig(),
+    "svi": EstimatorConfig(method="svi"),
+    "nuts": EstimatorConfig(method="nuts"),
+}
+TABLE_MAX_LEVELS = 24     # longer effect lists (weeks) are summarised in report.md
+
+
+def parse_confounders(items: list[str]) -> dict[str, str]:
+    """["week:time", "weekday:categorical"] -> {"week": "time", ...}; clear errors."""
+    out = {}
+    for item in items:
+        name, sep, kind = item.rpartition(":")
+        if not sep or not name:
+            raise SystemExit(f"--confounder expects NAME:TYPE (TYPE in {', '.join(CONFOUNDER_KINDS)}), "
+                             f"got {item!r}")
+        if kind not in CONFOUNDER_KINDS:
+            raise SystemExit(f"--confounder {item!r}: unknown type {kind!r}; use one of "
+                             f"{', '.join(CONFOUNDER_KINDS)}")
+        if name in out:
+            raise SystemExit(f"--confounder {name!r} given twice")
+        out[name] = kind
+    return out
+
+
+def resolve_configs(args) -> tuple[EstimatorConfig, DiagnosticsConfig]:
+    """The preset's EstimatorConfig and a DiagnosticsConfig, each --set routed by field name."""
+    est_fields = {f.name for f in dataclasses.fields(EstimatorConfig)}
+    diag_fields = {f.name for f in dataclasses.fields(DiagnosticsConfig)}
+    est_set, diag_set = [], []
+    for item in args.overrides:
+        name = item.split("=", 1)[0]
+        if name in est_fields:
+            est_set.append(item)
+        elif name in diag_fields:
+            diag_set.append(item)
+        else:
+            raise SystemExit(f"--set: unknown field {name!r}; estimator fields: "
+                             f"{', '.join(sorted(est_fields))}; diagnostics fields: "
+                             f"{', '.join(sorted(diag_fields))}")
+    try:
+        return (cli.apply_overrides(PRESETS[args.preset], est_set),
+                cli.apply_overrides(DiagnosticsConfig(), diag_set))
+    except ValueError as err:
+        raise SystemExit(f"--set: {err}") from None
+
+
+# ---- per-confounder series for the plots ---------------------------------------------------
+def confounder_series(result: api.Result, name: str) -> dict:
+    """labels, estimated effect (mean, lo, hi), observed and adjusted mean outcome per level."""
+    log, adj = result.log, result.adjusted
+    conf = log.confounders[name]
+    weights = log.trials if log.is_binomial else None
+    eff = result.effects()
+    eff = eff[eff.parameter == name]
+    if conf.kind == "numeric":
+        codes, labels = level_codes(conf, 10)
+        x = rep.level_means(conf.values, codes, len(labels))
+        slope = eff.iloc[0]
+        dx = x - adj.fit.design.block(name).center
+        mean = slope["mean"] * dx
+        lo = np.minimum(slope["lo"] * dx, slope["hi"] * dx)
+        hi = np.maximum(slope["lo"] * dx, slope["hi"] * dx)
+    else:
+        codes, labels = np.asarray(conf.values, np.int64), [str(v) for v in conf.levels]
+        mean, lo, hi = (eff[c].to_numpy() for c in ("mean", "lo", "hi"))
+    before = rep.level_means(log.logit_outcome(), codes, len(labels), weights)
+    after = rep.level_means(adj.logit_adjusted, codes, len(labels), weights)
+    return dict(kind=conf.kind, labels=labels, mean=mean, lo=lo, hi=hi, before=before,
+                after=after, raw=rep.centre_like(before, mean))
+
+
+def slug(name: str) -> str:
+    """A confounder name as a safe file-name part."""
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+# ---- report --------------------------------------------------------------------------------
+def _effect_section(name: str, s: dict, scale: str, interval: float) -> str:
+    lines = [f"### {name} ({s['kind']})", "", f"![effect of {name}](effect_{slug(name)}.png)", "",
+             f"![outcome by {name}](adjusted_{slug(name)}.png)", ""]
+    r = _corr(s["mean"], s["before"])
+    if np.isfinite(r):
+        lines.append(f"Correlation of the estimated effect with the observed mean {scale} outcome "
+                     f"per level: {r:+.2f} (the rest of the observed pattern is text and other "
+                     "confounders).")
+    spread = lambda v: float(np.nanmax(v) - np.nanmin(v))  # noqa: E731
+    lines.append(f"Spread of the per-level mean outcome (max - min): observed "
+                 f"{spread(s['before']):.3f}, adjusted {spread(s['after']):.3f}.")
+    if s["kind"] == "numeric":
+        lines.append("Effect per level is slope x (bin mean - centre); the slope is in effects.csv.")
+    elif len(s["labels"]) <= TABLE_MAX_LEVELS:
+        import pandas as pd
+
+        t = pd.DataFrame({"level": s["labels"], "effect": s["mean"], f"lo ({interval:.0%})": s["lo"],
+                          f"hi ({interval:.0%})": s["hi"], "observed mean": s["before"],
+                          "adjusted mean": s["after"]})
+        lines += ["", outputs.markdown_table(t)]
+    else:
+        i, j = int(np.argmin(s["mean"])), int(np.argmax(s["mean"]))
+        lines.append(f"{len(s['labels'])} levels; lowest effect {s['mean'][i]:+.3f} at "
+                     f"{s['labels'][i]}, highest {s['mean'][j]:+.3f} at {s['labels'][j]}; "
+                     f"first to last level: {s['mean'][-1] - s['mean'][0]:+.3f}. All values in "
+                     "effects.csv.")
+    return "\n".join(lines) + "\n"
+
+
+def _diagnostics_section(diag, dcfg: DiagnosticsConfig, cfg: EstimatorConfig) -> str:
+    import pandas as pd
+
+    col, ovl, conv = diag.collinearity, diag.overlap, diag.convergence
+    lines = ["## Diagnostics", "", "### Text features collinear with a confounder", "",
+             f"Flag: >= {dcfg.share_threshold:.0%} of a feature's units (rows where it is non-zero, "
+             f"at least {dcfg.min_units}) in one level, or |corr| >= {dcfg.corr_threshold}. Such a "
+             "feature's effect goes to the confounder (the estimator's identifying assumption).", ""]
+    top = col.head(max(10, int(col.flagged.sum()))) if len(col) else col
+    lines += [outputs.markdown_table(top) if len(top) else "(no text term)", ""]
+    lines += ["### Overlap of content across confounder levels", "",
+              f"Largest |standardised mean difference| of the top {dcfg.n_components} text "
+              f"components, level vs rest (flag >= {dcfg.smd_threshold}); worst level of each:", ""]
+    if len(ovl) and ovl.max_abs_smd.notna().any():
+        worst = ovl.loc[ovl.dropna(subset=["max_abs_smd"]).groupby("confounder", sort=False)
+                        .max_abs_smd.idxmax()]
+        counts = ovl.groupby("confounder", sort=False).flagged.sum().rename("levels flagged")
+        lines += [outputs.markdown_table(worst.merge(counts, on="confounder")), "",
+                  "![overlap](overlap.png)", ""]
+    else:
+        lines += ["(no text term or no comparable levels)", ""]
+    lines += ["### Convergence", ""]
+    row = {k: v for k, v in conv.items() if k != "losses"}
+    lines += [outputs.markdown_table(pd.DataFrame([row]), floatfmt=".3g"), ""]
+    if conv.get("losses") is not None:
+        lines += ["![SVI loss](svi_loss.png)", ""]
+    elif cfg.method == "svi":
+        lines += ["The SVI loss curve is not recorded by dlm.causal.fit (Fit.info has no "
+                  "svi_losses); the Newton MAP it starts from is shown above.", ""]
+    lines.append("grad_max: largest |gradient| of the log posterior at the MAP (internal "
+                 "parametrisation); ~0 at the optimum.")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(args, result: api.Result, diag, series: dict, cfg: EstimatorConfig,
+                 dcfg: DiagnosticsConfig, seconds: float) -> str:
+    log = result.log
+    scale = "logit" if log.is_binomial else "outcome"
+    outcome = (f"{args.successes} / {args.trials} (binomial; logit scale)" if log.is_binomial
+               else f"{args.outcome} (real)")
+    n_groups = "none" if log.group is None else f"{args.group} ({len(np.unique(log.group)):,} groups)"
+    conf = ", ".join(f"{n} ({c.kind}{'' if c.levels is None else f', {c.n_levels} levels'})"
+                     for n, c in log.confounders.items())
+    head = [f"# Deconfounded log: {args.data.name}", "",
+            f"- rows: {len(log):,}; content: {args.content}; outcome: {outcome}; groups: {n_groups}",
+            f"- confounders: {conf}",
+            f"- text term: {result.text_spec} ({len(result.feature_names)} features); estimator: "
+            f"{cfg.method}, {cfg.covariance} covariance, {cfg.folds}-fold cross-fit by group, "
+            f"seed {cfg.seed}; wall time {seconds:.1f} s", "",
+            "## Warnings", ""]
+    head += [f"- {w}" for w in diag.warnings] or ["- none: no collinear text feature, no poor "
+                                                   "overlap, the fit converged"]
+    head += ["", "## Confounder effects", "",
+             f"Centred effects ({scale} scale) with {cfg.interval:.0%} intervals from the full-data "
+             "fit; the orange series is the observed mean outcome per level, centred alike. "
+             "adjusted.csv uses the cross-fitted g_hat.", ""]
+    body = [_effect_section(n, s, scale, cfg.interval) for n, s in series.items()]
+    tail = ["## Outcome before and after adjustment", "", "![distribution](distribution.png)", ""]
+    return "\n".join(head + body + tail) + "\n" + _diagnostics_section(diag, dcfg, cfg)
+
+
+def build_figures(result: api.Result, diag, series: dict, dcfg: DiagnosticsConfig) -> dict:
+    """Every figure of the report, keyed by file name (saved only at the end)."""
+    scale = "logit" if result.log.is_binomial else "outcome"
+    figs = {}
+    for name, s in series.items():
+        raw_label = "observed mean per level (centred)"
+        figs[f"effect_{slug(name)}.png"] = rep.effect_figure(
+            name, s["kind"], s["labels"], s["mean"], s["lo"], s["hi"], s["raw"], raw_label,
+            result.cfg.interval, scale)
+        figs[f"adjusted_{slug(name)}.png"] = rep.before_after_figure(
+            name, s["kind"], s["labels"], s["before"], s["after"], scale)
+    figs["distribution.png"] = rep.distribution_figure(result.log.logit_outcome(),
+                                                       result.adjusted.logit_adjusted, scale)
+    if len(diag.overlap):
+        figs["overlap.png"] = rep.overlap_figure(diag.overlap, dcfg.smd_threshold)
+    if diag.convergence.get("losses") is not None:
+        figs["svi_loss.png"] = rep.loss_figure(diag.convergence["losses"])
+    return figs
+
+
+# ---- main ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    cli.add_common_args(parser, PRESETS, default_preset="map")
+    parser.add_argument("--data", type=pathlib.Path, required=True, help=".csv, .csv.gz or .parquet")
+    parser.add_argument("--content", required=True, help="text column whose effect is wanted")
+    parser.add_argument("--context", help="text column it was written for (carried along)")
+    parser.add_argument("--group", help="units randomised together (kept in one fold)")
+    parser.add_argument("--successes", help="success counts (with --trials)")
+    parser.add_argument("--trials", help="trial counts (with --successes)")
+    parser.add_argument("--outcome", help="a real-valued outcome (instead of counts)")
+    parser.add_argument("--confounder", action="append", default=[], metavar="NAME:TYPE",
+                        help=f"TYPE in {', '.join(CONFOUNDER_KINDS)}; repeatable")
+    parser.add_argument("--derive", action="append", default=[], metavar="[COL:]PARTS",
+                        help="calendar parts (weekday,month,year) of a date column as "
+                             "categorical confounders; COL defaults to the time confounder")
+    parser.add_argument("--time-unit", default="auto", choices=TIME_UNITS,
+                        help="how time confounders are bucketed (default: auto)")
+    parser.add_argument("--text-features", default=DEFAULT_SPEC,
+                        help=f"text representation of the estimator's text term (default "
+                             f"{DEFAULT_SPEC}; also phi, none)")
+    return parser
+
+
+def _check_args(args, parser) -> None:
+    if (args.successes is None) != (args.trials is None):
+        parser.error("give both --successes and --trials, or --outcome")
+    if (args.successes is None) == (args.outcome is None):
+        parser.error("give either --successes and --trials, or --outcome")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} exists and is not a directory")
+
+
+def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig):
+    """Validate, fit, diagnose; returns everything to write (nothing written here)."""
+    t0 = time.perf_counter()
+    confounders = parse_confounders(args.confounder)
+    text_cols = [c for c in (args.content, args.context, args.group) if c]
+    frame = api.read_frame(args.data, text_columns=text_cols)
+    log = api.from_frame(frame, content=args.content, context=args.context, group=args.group,
+                         successes=args.successes, trials=args.trials, outcome=args.outcome,
+                         confounders=confounders, derive=args.derive or None,
+                         time_unit=args.time_unit, source=str(args.data))
+    api.check_columns_free(frame, log)
+    result = api.fit(log, text=args.text_features, cfg=cfg)
+    diag = api.diagnose(result, dcfg)
+    series = {name: confounder_series(result, name) for name in log.confounders}
+    seconds = time.perf_counter() - t0
+    return dict(table=api.adjust(frame, result), result=result, diag=diag, series=series,
+                seconds=seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(args, parser)
+    cfg, dcfg = resolve_configs(args)
+    try:
+        out = run(args, cfg, dcfg)
+    except (LogValidationError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result, diag = out["result"], out["diag"]
+    text = build_report(args, result, diag, out["series"], cfg, dcfg, out["seconds"])
+    figs = build_figures(result, diag, out["series"], dcfg)
+    config = {"data": args.data, "content": args.content, "context": args.context,
+              "group": args.group, "successes": args.successes, "trials": args.trials,
+              "outcome": args.outcome, "confounders": parse_confounders(args.confounder),
+              "derive": args.derive, "time_unit": args.time_unit,
+              "text_features": args.text_features, "preset": args.preset, "estimator": cfg,
+              "diagnostics": dcfg, "rows": len(result.log), "seconds": out["seconds"]}
+    d = args.out
+    outputs.write_csv(d / "adjusted.csv", out["table"])
+    outputs.write_csv(d / "effects.csv", result.effects())
+    outputs.write_csv(d / "collinearity.csv", diag.collinearity)
+    outputs.write_csv(d / "overlap.csv", diag.overlap)
+    for name, fig in figs.items():
+        outputs.save_figure(d / name, fig)
+    outputs.write_text(d / "report.md", text)
+    outputs.write_json(d / "config.json", config)
+    print(f"wrote {d}/adjusted.csv, effects.csv, report.md ({len(result.log):,} rows, "
+          f"{out['seconds']:.1f} s)")
+    for w in diag.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""scripts.deconfound: end to end on a small known-truth table, every bad input, Upworthy."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scripts import deconfound
+
+WEEKDAY_EFFECT = {"Mon": 0.4, "Tue": 0.0, "Wed": 0.0, "Thu": 0.0, "Fri": -0.4, "Sat": 0.0, "Sun": 0.0}
+WORDS = ["cats", "taxes", "a storm", "the vote", "my garden", "this song", "7 reasons", "you"]
+
+
+def synthetic_frame(n: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """Postings over 12 weeks: clicks ~ Binomial(impr, sigmoid(-3 + weekday + 0.5*question)),
+    a "Happy Monday! " marker on 80% of Monday posts (no effect of its own)."""
+    rng = np.random.default_rng(seed)
+    dates = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 84, n), unit="D")
+    day = dates.strftime("%a")
+    question = rng.random(n) < 0.4
+    text = [f"Why {rng.choice(WORDS)} matter{'?' if q else '.'}" for q in question]
+    marker = (day == "Mon") & (rng.random(n) < 0.8)
+    text = [("Happy Monday! " if m else "") + t for m, t in zip(marker, text)]
+    impressions = rng.integers(500, 3000, n)
+    eta = -3.0 + np.array([WEEKDAY_EFFECT[d] for d in day]) + 0.5 * question
+    clicks = rng.binomial(impressions, 1 / (1 + np.exp(-eta)))
+    return pd.DataFrame({"headline": text, "story": [f"t{i // 3}" for i in range(n)],
+                         "clicks": clicks, "impressions": impressions,
+                         "date": dates.strftime("%Y-%m-%d"), "extra": rng.normal(size=n)})
+
+
+ARGS = ["--content", "headline", "--group", "story", "--successes", "clicks", "--trials",
+        "impressions", "--confounder", "date:time", "--time-unit", "week", "--derive", "weekday",
+        "--text-features", "phi", "--set", "folds=3"]
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("byol")
+    frame = synthetic_frame()
+    frame.to_csv(d / "log.csv.gz", index=False)
+    rc = deconfound.main(["--data", str(d / "log.csv.gz"), *ARGS, "--out", str(d / "out")])
+    return d, frame, rc
+
+
+def test_outputs_and_truth(table_run):
+    d, frame, rc = table_run
+    assert rc == 0
+    out = d / "out"
+    for name in ("adjusted.csv", "effects.csv", "report.md", "config.json", "collinearity.csv",
+                 "overlap.csv", "effect_date.png", "effect_date_weekday.png",
+                 "adjusted_date_weekday.png", "distribution.png"):
+        assert (out / name).is_file(), name
+    adj = pd.read_csv(out / "adjusted.csv")
+    assert len(adj) == len(frame)
+    assert list(adj.columns[:len(frame.columns)]) == list(frame.columns)   # input rows kept
+    np.testing.assert_array_equal(adj.clicks, frame.clicks)
+    # adjusted = empirical logit (half-count corrected) - g_hat, row by row
+    s, n = frame.clicks.to_numpy(float), frame.impressions.to_numpy(float)
+    np.testing.assert_allclose(adj.logit_adjusted, np.log((s + .5) / (n - s + .5)) - adj.g_hat, atol=1e-9)
+    assert (adj.g_lo <= adj.g_hat).all() and (adj.g_hat <= adj.g_hi).all()
+    assert set(adj.date_weekday) == set(WEEKDAY_EFFECT)                       # derived column
+    eff = pd.read_csv(out / "effects.csv")
+    wd = eff[eff.parameter == "date_weekday"].set_index("level")
+    assert list(wd.index) == list(WEEKDAY_EFFECT)                            # calendar order
+    truth = np.array(list(WEEKDAY_EFFECT.values()))
+    np.testing.assert_allclose(wd["mean"], truth - truth.mean(), atol=0.08)
+    assert ((wd.lo <= wd["mean"]) & (wd["mean"] <= wd.hi)).all()
+    assert set(eff.parameter) == {"date", "date_weekday"}
+    assert len(eff[eff.parameter == "date"]) == 12     # 2024-01-01 is a Monday: 84 days, 12 weeks
+
+
+def test_report_flags_the_marker(table_run):
+    d, _, _ = table_run
+    text = (d / "out" / "report.md").read_text()
+    assert "'marker_monday' is (nearly) collinear with date_weekday=Mon: 100%" in text
+    assert "![effect of date](effect_date.png)" in text and "### Convergence" in text
+    cfg = json.loads((d / "out" / "config.json").read_text())
+    assert cfg["estimator"]["folds"] == 3 and cfg["rows"] == 1500
+
+
+def test_parquet_input_gives_the_same_adjustment(table_run, tmp_path):
+    d, frame, _ = table_run
+    frame.to_parquet(tmp_path / "log.parquet", index=False)
+    assert deconfound.main(["--data", str(tmp_path / "log.parquet"), *ARGS, "--out",
+                            str(tmp_path / "out")]) == 0
+    a = pd.read_csv(d / "out" / "adjusted.csv")
+    b = pd.read_csv(tmp_path / "out" / "adjusted.csv")
+    np.testing.assert_allclose(a.g_hat, b.g_hat, atol=1e-12)
+
+
+def _bad(frame: pd.DataFrame, tmp_path, capsys, *extra, args=ARGS) -> str:
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    rc = deconfound.main(["--data", str(path), *args, *extra, "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert not (tmp_path / "out").exists()               # nothing written
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def small():
+    return synthetic_frame(120, seed=1)
+
+
+def test_unknown_column(small, tmp_path, capsys):
+    err = _bad(small, tmp_path, capsys, "--confounder", "weather:categorical")
+    assert "column 'weather'" in err and "unknown column" in err
+
+
+def test_wrong_type_for_a_confounder(small, tmp_path, capsys):
+    err = _bad(small, tmp_path, capsys, "--confounder", "headline:numeric")
+    assert "row 1, column 'headline'" in err and "not a finite number" in err
+    args = [a if a != "weekday" else "date:weekday" for a in ARGS]   # two time columns now
+    err = _bad(small.assign(when=["soon"] * len(small)), tmp_path, capsys, "--confounder",
+               "when:time", args=args)
+    assert "row 1, column 'when'" in err and "cannot parse 'soon' as a time" in err
+
+
+def test_missing_and_negative_counts(small, tmp_path, capsys):
+    err = _bad(small.assign(clicks=small.clicks.where(small.index != 4)), tmp_path, capsys)
+    assert "row 5, column 'clicks'" in err and "missing success count" in err
+    err = _bad(small.assign(impressions=small.impressions.where(small.index != 6, -3)), tmp_path, capsys)
+    assert "row 7, column 'impressions'" in err and "negative" in err
+
+
+def test_successes_exceed_trials(small, tmp_path, capsys):
+    bad = small.copy()
+    bad.loc[9, "clicks"] = bad.loc[9, "impressions"] + 1
+    err = _bad(bad, tmp_path, capsys)
+    assert "row 10, column 'clicks'" in err and "exceeds impressions" in err
+
+
+def test_constant_confounder(small, tmp_path, capsys):
+    err = _bad(small.assign(site="web"), tmp_path, capsys, "--confounder", "site:categorical")
+    assert "column 'site'" in err and "constant" in err
+
+
+def test_fewer_rows_than_parameters(small, tmp_path, capsys):
+    args = [a if a != "phi" else "ngram:256" for a in ARGS]
+    err = _bad(small, tmp_path, capsys, args=args)
+    assert "120 rows are fewer than the model's" in err and "256 text features" in err
+
+
+def test_empty_text(small, tmp_path, capsys):
+    bad = small.copy()
+    bad.loc[11, "headline"] = "   "
+    err = _bad(bad, tmp_path, capsys)
+    assert "row 12, column 'headline'" in err and "empty" in err
+
+
+def test_bad_confounder_spec_and_outcome_flags(small, tmp_path):
+    small.to_csv(tmp_path / "x.csv", index=False)
+    base = ["--data", str(tmp_path / "x.csv"), "--content", "headline", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match="unknown type 'ordinal'"):
+        deconfound.main(base + ["--outcome", "extra", "--confounder", "date:ordinal"])
+    with pytest.raises(SystemExit):                     # counts and a real outcome together
+        deconfound.main(base + ["--outcome", "extra", "--successes", "clicks", "--trials", "impressions"])
+    with pytest.raises(SystemExit, match="unknown field 'speed'"):
+        deconfound.main(base + ["--outcome", "extra", "--set", "speed=1"])
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
+    """Acceptance: the script's adjusted outcomes equal deconfound(log, text_representation(
+    log.content, DEFAULT_SPEC), EstimatorConfig(seed=0)) on the loaded Upworthy log."""
+    from dlm.causal.crossfit import deconfound as direct
+    from dlm.causal.fit import EstimatorConfig
+    from dlm.data.text_features import DEFAULT_SPEC, text_representation
+    from dlm.data.upworthy import load_upworthy
+
+    rc = deconfound.main(["--data", str(upworthy_path), "--content", "headline", "--context", "lede",
+                          "--group", "clickability_test_id", "--successes", "clicks", "--trials",
+                          "impressions", "--confounder", "test_week:time", "--set", "seed=0",
+                          "--out", str(tmp_path / "up")])
+    assert rc == 0
+    log = load_upworthy(upworthy_path)
+    ref = direct(log, text_representation(log.content, DEFAULT_SPEC), EstimatorConfig(seed=0))
+    adj = pd.read_csv(tmp_path / "up" / "adjusted.csv")
+    np.testing.assert_allclose(adj.g_hat, ref.g_hat, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(adj.logit_adjusted, ref.logit_adjusted, rtol=0, atol=1e-12)
+    report = (tmp_path / "up" / "report.md").read_text()
+    assert "![effect of test_week](effect_test_week.png)" in report
+    assert "observed mean logit outcome per level" in report
