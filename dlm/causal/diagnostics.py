@@ -4,8 +4,9 @@ collinearity  A text feature (nearly) determined by a confounder level, the "Hap
               case: the estimator gives such a feature's effect to the level (fit.py's
               identifying assumption), so the user must know which features these are.
               Per feature and confounder: the level holding the largest share of the
-              feature's units (rows where it is non-zero) and the Pearson correlation of
-              the feature with that level's indicator (or with a numeric confounder).
+              feature's units (rows where it is non-zero; minority levels only) and the
+              Pearson correlation of the feature with that level's indicator (or with a
+              numeric confounder).
 overlap       How far the content's distribution in one confounder level is from the rest:
               the difference in means of the text's main principal components, level vs
               rest, in units of each component's overall sd (a standardised mean
@@ -40,6 +41,7 @@ class DiagnosticsConfig:
     share_threshold: float = 0.95    # flag: >= this share of a feature's units in one level
     corr_threshold: float = 0.9      # flag: |corr(feature, level indicator)| >= this
     min_units: int = 20              # a share needs at least this many units to count
+    max_level_share: float = 0.5     # ... and a level holding at most this share of rows
     smd_threshold: float = 1.0       # overlap: flag a level whose mean text is >= 1 sd off the rest
     n_components: int = 5            # principal components of the text compared across levels
     numeric_bins: int = 5            # quantile bins of a numeric confounder (overlap)
@@ -91,16 +93,15 @@ def _level_rows(text_NxF, conf: Confounder, name: str, names: Sequence[str], mea
     share_LxF = _safe_div(units_LxF, units_F[None, :])
     cov_LxF = sums_LxF / n - p_L[:, None] * mean[None, :]
     corr_LxF = _safe_div(cov_LxF, np.sqrt(p_L * (1 - p_L))[:, None] * sd[None, :])
-    # a share counts only with enough units and when well above the level's own share of
-    # rows (else a level holding 96% of the data would flag every feature)
-    lift_LxF = _safe_div(share_LxF - p_L[:, None], (1 - p_L)[:, None])
-    lift_LxF = np.where(units_F[None, :] >= cfg.min_units, lift_LxF, 0.0)
-    worst_F = np.argmax(np.maximum(lift_LxF, np.abs(corr_LxF)), axis=0)
+    # a share counts with enough units and for a minority level only: being confined to a
+    # level that holds 96% of the rows says little (it is the small level's overlap problem)
+    usable_LxF = (units_F[None, :] >= cfg.min_units) & (p_L[:, None] <= cfg.max_level_share)
+    score_LxF = np.where(usable_LxF, share_LxF, 0.0)
+    worst_F = np.argmax(np.maximum(score_LxF, np.abs(corr_LxF)), axis=0)
     rows = []
     for j, lvl in enumerate(worst_F):
         share, corr = float(share_LxF[lvl, j]), float(corr_LxF[lvl, j])
-        by_share = (units_F[j] >= cfg.min_units and share >= cfg.share_threshold
-                    and lift_LxF[lvl, j] >= 0.5)
+        by_share = bool(usable_LxF[lvl, j]) and share >= cfg.share_threshold
         rows.append(dict(feature=names[j], confounder=name, level=str(conf.levels[lvl]),
                          units=int(units_F[j]), share=share, level_share=float(p_L[lvl]),
                          corr=corr, flagged=bool(by_share or abs(corr) >= cfg.corr_threshold)))

@@ -1,0 +1,124 @@
+"""dlm.api: loading with a column map, calendar parts, size check, fit/adjust, feature names."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlm import api
+from dlm.causal.crossfit import deconfound
+from dlm.causal.fit import EstimatorConfig
+from dlm.data.log import LogValidationError
+from dlm.data.text_features import text_representation
+
+
+def _frame(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    dates = pd.Timestamp("2024-03-04") + pd.to_timedelta(rng.integers(0, 56, n), unit="D")
+    words = np.array(["Cats", "A Storm", "The Vote", "7 Gardens", "Why You Care?"])
+    return pd.DataFrame({
+        "text": words[rng.integers(0, 5, n)], "test": [f"g{i // 2}" for i in range(n)],
+        "s": rng.integers(5, 60, n), "n": rng.integers(300, 900, n),
+        "when": dates.strftime("%Y-%m-%d"), "aud": rng.normal(size=n), "y": rng.normal(size=n)})
+
+
+def test_from_frame_derives_calendar_parts_in_order():
+    frame = _frame()
+    log = api.from_frame(frame, content="text", group="test", successes="s", trials="n",
+                         confounders={"when": "time"}, derive="weekday,month")
+    wd = log.confounders["when_weekday"]
+    assert wd.kind == "categorical" and wd.levels == ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    days = pd.to_datetime(frame["when"]).dt.dayofweek.to_numpy()
+    np.testing.assert_array_equal(wd.values, days)          # Mon = 0, as the dates say
+    assert log.confounders["when_month"].levels == ("Mar", "Apr")
+    assert log.confounders["when"].n_levels == 56            # daily periods, gaps included
+    named = api.from_frame(frame, content="text", outcome="y", confounders={"aud": "numeric"},
+                           derive=["when:weekday"])
+    np.testing.assert_array_equal(named.confounders["when_weekday"].values, days)
+
+
+def test_derive_errors_name_the_problem():
+    frame = _frame().assign(week=201446)
+    with pytest.raises(ValueError, match="name the date column"):
+        api.from_frame(frame, content="text", outcome="y", confounders={"aud": "numeric"},
+                       derive="weekday")
+    with pytest.raises(LogValidationError, match="column 'week'.*need dates"):
+        api.from_frame(frame, content="text", outcome="y", confounders={"week": "time"},
+                       derive="weekday")
+    with pytest.raises(ValueError, match="parts must be some of"):
+        api.parse_derive("when:hour", {"when": "time"})
+
+
+def test_read_frame_keeps_na_words_as_text(tmp_path):
+    frame = _frame(20)
+    frame.loc[3, "text"] = "NA"
+    frame.loc[4, "text"] = "null"
+    path = tmp_path / "log.csv"
+    frame.to_csv(path, index=False)
+    back = api.read_frame(path, text_columns=("text", "test"))
+    assert back.loc[3, "text"] == "NA" and back.loc[4, "text"] == "null"
+    log = api.from_frame(back, content="text", outcome="y", confounders={"aud": "numeric"})
+    assert log.content[3] == "NA"
+    (tmp_path / "bad.csv").write_text("text,y,aud\nhello,NA,1\nbye,2,3\n")
+    bad = api.read_frame(tmp_path / "bad.csv", text_columns=("text",))
+    with pytest.raises(LogValidationError, match="row 1, column 'y': missing outcome"):
+        api.from_frame(bad, content="text", outcome="y", confounders={"aud": "numeric"})
+
+
+def test_size_check_counts_every_parameter():
+    frame = _frame(40)
+    log = api.from_frame(frame, content="text", successes="s", trials="n",
+                         confounders={"when": "time", "aud": "numeric"})
+    T = log.confounders["when"].n_levels
+    assert api.n_parameters(log, 8) == 1 + 8 + T + 1
+    p = 1 + 256 + T + 1
+    with pytest.raises(LogValidationError, match=f"column 'when': 40 rows are fewer than the "
+                                                 f"model's {p} parameters .*{T} for 'when'"):
+        api.check_size(log, 256)
+    small = api.from_frame(frame, content="text", successes="s", trials="n",
+                           confounders={"aud": "numeric"})
+    api.check_size(small, 37)                      # 1 + 37 + 1 = 39 parameters <= 40 rows
+    with pytest.raises(LogValidationError, match="40 rows are fewer than the model's 41"):
+        api.check_size(small, 39)
+
+
+def test_fit_and_adjust_equal_the_direct_adjustment():
+    frame = _frame()
+    log = api.from_frame(frame, content="text", group="test", successes="s", trials="n",
+                         confounders={"aud": "numeric"}, derive="when:weekday")
+    result = api.fit(log, text="ngram:16", seed=3, folds=3)
+    ref = deconfound(log, text_representation(log.content, "ngram:16"), EstimatorConfig(seed=3, folds=3))
+    np.testing.assert_array_equal(result.adjusted.g_hat, ref.g_hat)
+    table = api.adjust(frame, result)
+    assert list(table.columns[:len(frame.columns)]) == list(frame.columns)
+    assert set(api.ADDED_BINOMIAL) <= set(table.columns) and "when_weekday" in table
+    s, n = frame.s.to_numpy(float), frame.n.to_numpy(float)
+    np.testing.assert_allclose(table.logit_outcome, np.log((s + .5) / (n - s + .5)))
+    np.testing.assert_allclose(table.logit_adjusted, table.logit_outcome - table.g_hat)
+    np.testing.assert_allclose(table.rate_adjusted, 1 / (1 + np.exp(-table.logit_adjusted)))
+    assert (table.groupby("test").fold.nunique() == 1).all()          # groups stay in one fold
+    eff = result.effects()
+    assert set(eff.parameter) == {"aud", "when_weekday"} and {"mean", "lo", "hi"} <= set(eff.columns)
+    diag = api.diagnose(result)
+    assert diag.convergence["converged"] and len(diag.collinearity) == 16 * 2
+    with pytest.raises(LogValidationError, match="column 'fold'"):
+        api.adjust(frame.assign(fold=1), result)
+
+
+def test_real_outcome_adjustment():
+    frame = _frame()
+    log = api.from_frame(frame, content="text", outcome="y", confounders={"aud": "numeric"})
+    result = api.fit(log, text="none", folds=2)
+    table = api.adjust(frame, result)
+    np.testing.assert_allclose(table.outcome_adjusted, frame.y - table.g_hat)
+    assert "logit_adjusted" not in table
+
+
+def test_ngram_names_follow_the_hashing():
+    from dlm.data.ngrams import hashed_ngrams
+
+    texts = ["Happy Monday! Cats win", "Happy Monday! Dogs win", "Dogs lose"]
+    names = api.ngram_names(texts, 64)
+    col = hashed_ngrams(["happy monday"], n_features=64, ngram_range=(2, 2)).indices[0]
+    assert "happy monday" in names[col]
+    col = hashed_ngrams(["dogs"], n_features=64, ngram_range=(1, 1)).indices[0]
+    assert "dogs" in names[col]
+    assert api.feature_names("phi", texts, 8)[6] == "marker_monday"
