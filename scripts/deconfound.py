@@ -105,8 +105,13 @@ def confounder_series(result: api.Result, name: str) -> dict:
         mean, lo, hi = (eff[c].to_numpy() for c in ("mean", "lo", "hi"))
     before = rep.level_means(log.logit_outcome(), codes, len(labels), weights)
     after = rep.level_means(adj.logit_adjusted, codes, len(labels), weights)
+    raw = before
+    if log.is_binomial:          # the level's pooled rate (e.g. weekly CTR), on the logit scale
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = rep.level_means(log.successes / log.trials, codes, len(labels), weights)
+            raw = np.log(rate / (1 - rate))
     return dict(kind=conf.kind, labels=labels, mean=mean, lo=lo, hi=hi, before=before,
-                after=after, raw=rep.centre_like(before, mean))
+                after=after, raw=rep.centre_like(raw, mean))
 
 
 def slug(name: str) -> str:
@@ -125,11 +130,12 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 def _effect_section(name: str, s: dict, scale: str, interval: float) -> str:
     lines = [f"### {name} ({s['kind']})", "", f"![effect of {name}](effect_{slug(name)}.png)", "",
              f"![outcome by {name}](adjusted_{slug(name)}.png)", ""]
-    r = _corr(s["mean"], s["before"])
+    r = _corr(s["mean"], s["raw"])
     if np.isfinite(r):
-        lines.append(f"Correlation of the estimated effect with the observed mean {scale} outcome "
-                     f"per level: {r:+.2f} (the rest of the observed pattern is text and other "
-                     "confounders).")
+        what = "rate (logit of summed successes / trials)" if scale == "logit" else "outcome"
+        lines.append(f"Correlation of the estimated effect with the observed {what} per "
+                     f"level: {r:+.2f}; the rest of the observed pattern is attributed to the "
+                     "text and the other confounders.")
     spread = lambda v: float(np.nanmax(v) - np.nanmin(v))  # noqa: E731
     lines.append(f"Spread of the per-level mean outcome (max - min): observed "
                  f"{spread(s['before']):.3f}, adjusted {spread(s['after']):.3f}.")
@@ -205,7 +211,8 @@ def build_report(args, result: api.Result, diag, series: dict, cfg: EstimatorCon
                                                    "overlap, the fit converged"]
     head += ["", "## Confounder effects", "",
              f"Centred effects ({scale} scale) with {cfg.interval:.0%} intervals from the full-data "
-             "fit; the orange series is the observed mean outcome per level, centred alike. "
+             "fit; the orange series is the observed outcome per level (for counts the pooled "
+             "rate's logit), centred alike. "
              "adjusted.csv uses the cross-fitted g_hat.", ""]
     body = [_effect_section(n, s, scale, cfg.interval) for n, s in series.items()]
     tail = ["## Outcome before and after adjustment", "", "![distribution](distribution.png)", ""]
@@ -217,7 +224,8 @@ def build_figures(result: api.Result, diag, series: dict, dcfg: DiagnosticsConfi
     scale = "logit" if result.log.is_binomial else "outcome"
     figs = {}
     for name, s in series.items():
-        raw_label = "observed mean per level (centred)"
+        raw_label = ("observed rate per level (logit, centred)" if scale == "logit"
+                     else "observed mean per level (centred)")
         figs[f"effect_{slug(name)}.png"] = rep.effect_figure(
             name, s["kind"], s["labels"], s["mean"], s["lo"], s["hi"], s["raw"], raw_label,
             result.cfg.interval, scale)

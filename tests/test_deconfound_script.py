@@ -182,4 +182,4 @@ def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
     np.testing.assert_allclose(adj.logit_adjusted, ref.logit_adjusted, rtol=0, atol=1e-12)
     report = (tmp_path / "up" / "report.md").read_text()
     assert "![effect of test_week](effect_test_week.png)" in report
-    assert "observed mean logit outcome per level" in report
+    assert "observed rate (logit of summed successes / trials) per level: +0.9" in report
