@@ -38,6 +38,9 @@ from dlm.data.text_features import DEFAULT_SPEC, text_representation
 ADDED_BINOMIAL = ("g_hat", "g_lo", "g_hi", "logit_outcome", "logit_adjusted", "rate_adjusted", "fold")
 ADDED_REAL = ("g_hat", "g_lo", "g_hi", "outcome_adjusted", "fold")
 _TOKEN_RE = re.compile(r"\w+(?:['\u2019]\w+)*|[?!]")   # dlm.data.ngrams' word tokens
+# pandas' default missing-value markers (read_csv docs), kept for the non-text columns
+_PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -54,11 +57,6 @@ def read_frame(path: str | pathlib.Path, text_columns: Sequence[str] = ()) -> pd
     text = [c for c in text_columns if c in header]
     na = {c: ([""] if c in text else sorted(_PANDAS_NA)) for c in header}
     return read_table(path, dtype={c: str for c in text}, keep_default_na=False, na_values=na)
-
-
-# pandas' default missing-value markers (read_csv docs), kept for the non-text columns
-_PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 def parse_derive(derive: str | Sequence[str] | Mapping[str, Sequence[str]] | None,

@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs.write_csv(args.out / "results.csv", results)
     outputs.write_json(args.out / "bench.json", bench)
     outputs.write_text(args.out / "summary.md", text)
-    outputs.write_json(args.out / "config.json", {"preset": args.preset, "config": cfg,
-                                                  "command": command(path, args.out / "deconfound", cfg)})
+    outputs.write_json(args.out / "config.json", {
+        "preset": args.preset, "config": cfg, "command": command(path, args.out / "deconfound", cfg)})
     print(text)
     return 0
 

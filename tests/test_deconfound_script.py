@@ -57,7 +57,8 @@ def test_outputs_and_truth(table_run):
     np.testing.assert_array_equal(adj.clicks, frame.clicks)
     # adjusted = empirical logit (half-count corrected) - g_hat, row by row
     s, n = frame.clicks.to_numpy(float), frame.impressions.to_numpy(float)
-    np.testing.assert_allclose(adj.logit_adjusted, np.log((s + .5) / (n - s + .5)) - adj.g_hat, atol=1e-9)
+    logit = np.log((s + .5) / (n - s + .5))
+    np.testing.assert_allclose(adj.logit_adjusted, logit - adj.g_hat, atol=1e-9)
     assert (adj.g_lo <= adj.g_hat).all() and (adj.g_hat <= adj.g_hi).all()
     assert set(adj.date_weekday) == set(WEEKDAY_EFFECT)                       # derived column
     eff = pd.read_csv(out / "effects.csv")
@@ -170,10 +171,10 @@ def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
     from dlm.data.text_features import DEFAULT_SPEC, text_representation
     from dlm.data.upworthy import load_upworthy
 
-    rc = deconfound.main(["--data", str(upworthy_path), "--content", "headline", "--context", "lede",
-                          "--group", "clickability_test_id", "--successes", "clicks", "--trials",
-                          "impressions", "--confounder", "test_week:time", "--set", "seed=0",
-                          "--out", str(tmp_path / "up")])
+    rc = deconfound.main([
+        "--data", str(upworthy_path), "--content", "headline", "--context", "lede",
+        "--group", "clickability_test_id", "--successes", "clicks", "--trials", "impressions",
+        "--confounder", "test_week:time", "--set", "seed=0", "--out", str(tmp_path / "up")])
     assert rc == 0
     log = load_upworthy(upworthy_path)
     ref = direct(log, text_representation(log.content, DEFAULT_SPEC), EstimatorConfig(seed=0))
@@ -183,3 +184,15 @@ def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
     report = (tmp_path / "up" / "report.md").read_text()
     assert "![effect of test_week](effect_test_week.png)" in report
     assert "observed rate (logit of summed successes / trials) per level: +0.9" in report
+
+
+@pytest.mark.slow
+def test_bench_tiny_recovers_weekday_effects(tmp_path):
+    """The benchmark's pipeline (world -> Parquet -> scripts.deconfound -> truth) on 6,000 rows."""
+    from scripts import bench_deconfound
+
+    assert bench_deconfound.main(["--preset", "tiny", "--out", str(tmp_path)]) == 0
+    res = pd.read_csv(tmp_path / "results.csv")
+    assert len(res) == 8 and (res.abs_err < 0.1).all()      # 7 weekdays + audience slope
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["rows"] == 6000 and (tmp_path / "deconfound" / "report.md").is_file()

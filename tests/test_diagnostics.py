@@ -40,7 +40,7 @@ def test_monday_marker_is_flagged_by_name(monday_world):
     assert row.level_share == pytest.approx(mon.mean())
     assert row["corr"] == pytest.approx(np.corrcoef(marker, mon)[0, 1])
     flagged = set(diag.collinearity[diag.collinearity.flagged].feature)
-    assert flagged <= {"marker_monday", "marker_friday"}      # no causal feature is flagged
+    assert flagged <= {"marker_monday", "marker_friday"}    # no causal feature is flagged
     assert any("'marker_monday'" in w and "weekday=Mon: 100%" in w for w in diag.warnings)
     # the marker also makes Monday's content distribution stand out from the other days
     ovl = diag.overlap[diag.overlap.confounder == "weekday"].set_index("level")
@@ -59,7 +59,8 @@ def test_collinearity_by_hand():
     x[8] = 0                                                      # now every unit is in "a"
     t = D.collinearity(x[:, None], ["x"], conf, D.DiagnosticsConfig(min_units=3)).iloc[0]
     assert t.share == 1.0 and t["corr"] == pytest.approx(1.0) and t.flagged
-    t = D.collinearity(x[:, None], ["x"], conf, D.DiagnosticsConfig(min_units=4, corr_threshold=1.1)).iloc[0]
+    strict = D.DiagnosticsConfig(min_units=4, corr_threshold=1.1)
+    t = D.collinearity(x[:, None], ["x"], conf, strict).iloc[0]
     assert not t.flagged                                          # too few units for the share rule
 
 
@@ -126,7 +127,8 @@ def test_gradient_vanishes_at_the_map():
     off = dataclasses.replace(f, theta_map=f.theta_map + 0.05)
     g_off = D.map_gradient(off, x, conf, successes=s, trials=n)
     assert np.max(np.abs(g)) < 1e-3 * np.max(np.abs(g_off))
-    y = x[:, 0] * 2 + np.array([1.0, 0, -1, 0])[conf["c"].values] + np.random.default_rng(1).normal(size=len(s))
+    noise = np.random.default_rng(1).normal(size=len(s))
+    y = x[:, 0] * 2 + np.array([1.0, 0, -1, 0])[conf["c"].values] + noise
     f = fit(None, None, x, conf, EstimatorConfig(), outcome=y)
     assert np.max(np.abs(D.map_gradient(f, x, conf, outcome=y))) < 1e-6
     conv = D.convergence(f, D.map_gradient(f, x, conf, outcome=y))
