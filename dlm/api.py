@@ -154,23 +154,35 @@ def check_size(log: ObservationalLog, n_text: int, cfg: EstimatorConfig = Estima
             " or fewer confounder levels", source=log.source, column=None if big is None else big.name)
 
 
+def _grams(text: str) -> set[str]:
+    """A text's distinct word 1-2 grams, lower-cased (dlm.data.ngrams' tokens)."""
+    toks = _TOKEN_RE.findall(text.lower())
+    return set(toks) | {f"{a} {b}" for a, b in zip(toks, toks[1:])}
+
+
+def _gram_counts(texts: Sequence[str]):
+    """(distinct texts, inverse [N], grams per distinct text, rows containing each gram)."""
+    from collections import Counter
+
+    uniq, inverse, counts = np.unique(np.asarray(texts, dtype=object).astype(str),
+                                      return_inverse=True, return_counts=True)
+    grams = [_grams(t) for t in uniq]
+    freq: Counter = Counter()
+    for g, c in zip(grams, counts):
+        for gram in g:
+            freq[gram] += int(c)
+    return uniq, inverse.reshape(-1), grams, freq
+
+
 def ngram_names(texts: Sequence[str], n_features: int, top: int = 3) -> list[str]:
     """A name per hashed n-gram column: "ngram[j]: a, b, c", its most frequent n-grams here.
 
     Each distinct word 1-2 gram is hashed through dlm.data.ngrams itself, so the names
     follow its hashing exactly; columns no n-gram of these texts reaches stay "ngram[j]".
     """
-    from collections import Counter
-
     from dlm.data.ngrams import hashed_ngrams
 
-    freq: Counter = Counter()
-    uniq, counts = np.unique(np.asarray(texts, dtype=object).astype(str), return_counts=True)
-    for text, c in zip(uniq, counts):
-        toks = _TOKEN_RE.findall(text.lower())
-        grams = set(toks) | {f"{a} {b}" for a, b in zip(toks, toks[1:])}
-        for g in grams:
-            freq[g] += int(c)
+    freq = _gram_counts(texts)[3]
     by_bucket: dict[int, list[tuple[int, str]]] = {}
     for k in (1, 2):
         grams = [g for g in freq if g.count(" ") == k - 1]
@@ -178,7 +190,7 @@ def ngram_names(texts: Sequence[str], n_features: int, top: int = 3) -> list[str
             continue
         X = hashed_ngrams(grams, n_features=n_features, ngram_range=(k, k), signed=False,
                           normalize=False)
-        for g, row in zip(grams, range(X.shape[0])):
+        for row, g in enumerate(grams):
             cols = X.indices[X.indptr[row]:X.indptr[row + 1]]
             if len(cols) == 1:                   # tokenised as one n-gram, as in the features
                 by_bucket.setdefault(int(cols[0]), []).append((freq[g], g))
@@ -187,6 +199,34 @@ def ngram_names(texts: Sequence[str], n_features: int, top: int = 3) -> list[str
         best = [g for _, g in sorted(by_bucket.get(j, []), key=lambda t: (-t[0], t[1]))[:top]]
         names.append(f"ngram[{j}]: " + ", ".join(best) if best else f"ngram[{j}]")
     return names
+
+
+def phrase_matrix(texts: Sequence[str], min_units: int = 20, groups: np.ndarray | None = None,
+                  min_groups: int = 1):
+    """Indicators [N, V] (scipy CSR) of the word 1-2 grams found in >= min_units rows (and,
+    with `groups`, in >= min_groups groups), and the phrases: what diagnostics check for a
+    marker tied to a confounder level. A phrase of one A/B test (one story) is confined to
+    that test's week by construction; its effect is identified within the test, so only
+    phrases spread over several groups are worth a warning."""
+    import scipy.sparse as sp
+
+    uniq, inverse, grams, freq = _gram_counts(texts)
+    keep = {g for g, c in freq.items() if c >= min_units}
+    if groups is not None and min_groups > 1:
+        pairs = np.unique(np.stack([inverse, np.asarray(groups, np.int64)], 1), axis=0)
+        seen: dict[str, set] = {}
+        for t, grp in pairs:                    # distinct (text, group) pairs
+            for g in grams[t] & keep:
+                seen.setdefault(g, set()).add(grp)
+        keep = {g for g in keep if len(seen.get(g, ())) >= min_groups}
+    vocab = sorted(keep)
+    index = {g: j for j, g in enumerate(vocab)}
+    cols = [[index[g] for g in gs if g in index] for gs in grams]
+    indptr = np.cumsum([0] + [len(c) for c in cols])
+    flat = np.fromiter((j for c in cols for j in c), np.int64, count=int(indptr[-1]))
+    X_UxV = sp.csr_matrix((np.ones(len(flat), np.float32), flat, indptr),
+                          shape=(len(uniq), len(vocab)))
+    return X_UxV[inverse], tuple(vocab)
 
 
 def feature_names(spec: str, texts: Sequence[str], n_features: int) -> tuple[str, ...]:
@@ -259,8 +299,10 @@ def adjust(frame: pd.DataFrame, result: Result) -> pd.DataFrame:
 
 
 def diagnose(result: Result, cfg: DiagnosticsConfig = DiagnosticsConfig()) -> Diagnostics:
-    """Collinearity of text features with confounder levels, overlap, convergence."""
+    """Collinearity of text features and of the texts' phrases with confounder levels,
+    overlap, convergence."""
     log = result.log
     return _diagnose(result.adjusted.fit, result.text_NxF, result.feature_names,
                      log.confounders, cfg, successes=log.successes, trials=log.trials,
-                     outcome=log.outcome)
+                     outcome=log.outcome, phrases=phrase_matrix(
+                         log.content, cfg.min_units, log.group, cfg.phrase_min_groups))

@@ -15,8 +15,8 @@ The adjustment is dlm.api.fit: DeconfoundLM's g(C) fitted jointly with a text te
 subtracted from each unit's empirical logit (or real outcome). Every input is validated
 first; a bad column, row or value stops the run with an error naming it, and nothing is
 written. Outputs in DIR: adjusted.csv (input rows + g_hat, g_lo, g_hi, adjusted outcome,
-fold), effects.csv (every confounder parameter: mean, sd, 90% interval), collinearity.csv
-and overlap.csv (diagnostics), report.md with PNG plots, config.json.
+fold), effects.csv (every confounder parameter: mean, sd, 90% interval), collinearity.csv,
+phrases.csv and overlap.csv (diagnostics), report.md with PNG plots, config.json.
 """
 from __future__ import annotations
 
@@ -167,6 +167,11 @@ def _diagnostics_section(diag, dcfg: DiagnosticsConfig, cfg: EstimatorConfig) ->
              "feature's effect goes to the confounder (the estimator's identifying assumption).", ""]
     top = col.head(max(10, int(col.flagged.sum()))) if len(col) else col
     lines += [outputs.markdown_table(top) if len(top) else "(no text term)", ""]
+    phr = diag.phrases
+    lines += [f"Phrases of the text itself (word 1-2 grams in >= {dcfg.min_units} rows) flagged by "
+              f"the same rule: {len(phr)}" + (" (all in phrases.csv):" if len(phr) else "."), ""]
+    if len(phr):
+        lines += [outputs.markdown_table(phr.head(20)), ""]
     lines += ["### Overlap of content across confounder levels", "",
               f"Largest |standardised mean difference| of the top {dcfg.n_components} text "
               f"components, level vs rest (flag >= {dcfg.smd_threshold}); worst level of each:", ""]
@@ -317,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs.write_csv(d / "adjusted.csv", out["table"])
     outputs.write_csv(d / "effects.csv", result.effects())
     outputs.write_csv(d / "collinearity.csv", diag.collinearity)
+    outputs.write_csv(d / "phrases.csv", diag.phrases)
     outputs.write_csv(d / "overlap.csv", diag.overlap)
     for name, fig in figs.items():
         outputs.save_figure(d / name, fig)

@@ -122,3 +122,28 @@ def test_ngram_names_follow_the_hashing():
     col = hashed_ngrams(["dogs"], n_features=64, ngram_range=(1, 1)).indices[0]
     assert "dogs" in names[col]
     assert api.feature_names("phi", texts, 8)[6] == "marker_monday"
+
+
+def test_phrase_matrix_counts_rows_and_groups():
+    texts = ["Happy Monday! Cats", "happy monday! dogs", "Dogs", "Dogs"]
+    X, vocab = api.phrase_matrix(texts, min_units=2)
+    assert vocab == ("!", "dogs", "happy", "happy monday", "monday", "monday !")
+    np.testing.assert_array_equal(X.toarray()[:, vocab.index("dogs")], [0, 1, 1, 1])
+    X, vocab = api.phrase_matrix(texts, 2, groups=np.array([0, 0, 1, 2]), min_groups=2)
+    assert vocab == ("dogs",)                     # the marker phrases sit in one group only
+
+
+def test_hashed_representation_still_flags_the_marker_phrase():
+    """With n-gram buckets the marker shares columns with other words; the plain phrases
+    still show it on Mondays only."""
+    from tests.test_deconfound_script import synthetic_frame
+
+    frame = synthetic_frame(900, seed=2).assign(story=[f"t{i}" for i in range(900)])
+    log = api.from_frame(frame, content="headline", group="story", successes="clicks",
+                         trials="impressions", confounders={"date": "time"}, derive="weekday",
+                         time_unit="week")
+    diag = api.diagnose(api.fit(log, text="ngram:16", folds=2))
+    phr = diag.phrases.set_index("feature")
+    assert phr.loc["happy monday", "level"] == "Mon" and phr.loc["happy monday", "share"] == 1.0
+    assert diag.phrases.feature.iloc[0] in ("!", "happy", "happy monday", "monday", "monday !")
+    assert any("phrase 'happy monday'" in w for w in diag.warnings)

@@ -153,3 +153,19 @@ def test_nuts_rhat_and_svi_losses_are_read_from_the_fit():
     moving = dataclasses.replace(f, info={**f.info, "svi_losses": 1000 - steps * 0.5})
     diag = D.diagnose(moving, x, ["x0", "x1"], conf)
     assert any("SVI loss still moving" in w for w in diag.warnings)
+
+
+def test_sparse_and_dense_text_give_the_same_table():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    X = (rng.random((300, 6)) < 0.2) * rng.normal(size=(300, 6))
+    conf = {"c": Confounder("categorical", rng.integers(0, 5, 300), tuple("abcde")),
+            "v": Confounder("numeric", rng.normal(size=300))}
+    names = [f"f{j}" for j in range(6)]
+    dense = D.collinearity(X, names, conf, D.DiagnosticsConfig(min_units=5))
+    sparse = D.collinearity(sp.csr_matrix(X), names, conf, D.DiagnosticsConfig(min_units=5))
+    key = ["feature", "confounder"]
+    a, b = dense.sort_values(key).reset_index(drop=True), sparse.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(a["corr"], b["corr"], atol=1e-12)
+    assert (a.level == b.level).all() and (a.units == b.units).all()

@@ -3,6 +3,8 @@
 collinearity  A text feature (nearly) determined by a confounder level, the "Happy Monday!"
               case: the estimator gives such a feature's effect to the level (fit.py's
               identifying assumption), so the user must know which features these are.
+              Checked on the representation's features and on the texts' own phrases
+              (a hashed representation can dilute a marker in a shared bucket).
               Per feature and confounder: the level holding the largest share of the
               feature's units (rows where it is non-zero; minority levels only) and the
               Pearson correlation of the feature with that level's indicator (or with a
@@ -42,16 +44,19 @@ class DiagnosticsConfig:
     corr_threshold: float = 0.9      # flag: |corr(feature, level indicator)| >= this
     min_units: int = 20              # a share needs at least this many units to count
     max_level_share: float = 0.5     # ... and a level holding at most this share of rows
+    phrase_min_groups: int = 5       # phrases checked only if used in >= this many groups
     smd_threshold: float = 1.0       # overlap: flag a level whose mean text is >= 1 sd off the rest
     n_components: int = 5            # principal components of the text compared across levels
     numeric_bins: int = 5            # quantile bins of a numeric confounder (overlap)
     min_level_rows: int = 30         # levels with fewer rows get no SMD (too noisy)
     rhat_threshold: float = 1.05     # NUTS: flag parameters above this split R-hat
+    max_warnings: int = 8            # flagged features (and phrases) spelled out as warnings
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Diagnostics:
     collinearity: pd.DataFrame   # feature, confounder, level, units, share, level_share, corr, flagged
+    phrases: pd.DataFrame        # the same for the texts' own words/phrases (flagged ones)
     overlap: pd.DataFrame        # confounder, level, rows, max_abs_smd, component, flagged
     convergence: dict            # method, iterations, converged, grad_max, losses, rhat_max, ...
     warnings: tuple[str, ...]    # one plain-language line per problem found
@@ -64,16 +69,31 @@ def _onehot(codes: np.ndarray, n_levels: int) -> sp.csr_matrix:
                          shape=(n, n_levels))
 
 
-def _column_moments(text_NxF: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sd per column, accumulated in float64 over row chunks."""
+def _dense(m) -> np.ndarray:
+    return m.toarray() if sp.issparse(m) else np.asarray(m)
+
+
+def _column_moments(text_NxF) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd per column (dense: accumulated in float64 over row chunks; or sparse)."""
     n, f = text_NxF.shape
-    s1, s2 = np.zeros(f), np.zeros(f)
-    for lo in range(0, n, _CHUNK):
-        x = np.asarray(text_NxF[lo:lo + _CHUNK], np.float64)
-        s1 += x.sum(0)
-        s2 += (x * x).sum(0)
+    if sp.issparse(text_NxF):
+        x = sp.csr_matrix(text_NxF, dtype=np.float64)
+        s1, s2 = _dense(x.sum(0)).ravel(), _dense(x.multiply(x).sum(0)).ravel()
+    else:
+        s1, s2 = np.zeros(f), np.zeros(f)
+        for lo in range(0, n, _CHUNK):
+            x = np.asarray(text_NxF[lo:lo + _CHUNK], np.float64)
+            s1 += x.sum(0)
+            s2 += (x * x).sum(0)
     mean = s1 / max(n, 1)
     return mean, np.sqrt(np.clip(s2 / max(n, 1) - mean ** 2, 0.0, None))
+
+
+def _nonzero(text_NxF):
+    """Indicator of a feature's units, as float (sparse stays sparse)."""
+    if sp.issparse(text_NxF):
+        return (sp.csr_matrix(text_NxF) != 0).astype(np.float32)
+    return (text_NxF != 0).astype(np.float32)
 
 
 def _safe_div(a, b):
@@ -86,8 +106,9 @@ def _level_rows(text_NxF, conf: Confounder, name: str, names: Sequence[str], mea
     """One row per feature: the level most tied to it (categorical or time confounder)."""
     n = len(conf.values)
     oh_NxL = _onehot(conf.values, conf.n_levels)
-    units_LxF = np.asarray(oh_NxL.T @ (text_NxF != 0).astype(np.float32))
-    sums_LxF = np.asarray(oh_NxL.T @ np.asarray(text_NxF, np.float64))
+    units_LxF = _dense(oh_NxL.T @ _nonzero(text_NxF))
+    x = text_NxF.astype(np.float64) if sp.issparse(text_NxF) else np.asarray(text_NxF, np.float64)
+    sums_LxF = _dense(oh_NxL.T @ x)
     p_L = np.bincount(np.asarray(conf.values, np.int64), minlength=conf.n_levels) / n
     units_F = units_LxF.sum(0)
     share_LxF = _safe_div(units_LxF, units_F[None, :])
@@ -113,20 +134,24 @@ def _numeric_rows(text_NxF, conf: Confounder, name: str, names: Sequence[str], m
     """One row per feature: its Pearson correlation with a numeric confounder."""
     c = np.asarray(conf.values, np.float64)
     c = c - c.mean()
-    cross_F = np.zeros(len(names))
-    for lo in range(0, len(c), _CHUNK):
-        cross_F += c[lo:lo + _CHUNK] @ np.asarray(text_NxF[lo:lo + _CHUNK], np.float64)
+    if sp.issparse(text_NxF):
+        cross_F = _dense(sp.csr_matrix(text_NxF, dtype=np.float64).T @ c).ravel()
+    else:
+        cross_F = np.zeros(len(names))
+        for lo in range(0, len(c), _CHUNK):
+            cross_F += c[lo:lo + _CHUNK] @ np.asarray(text_NxF[lo:lo + _CHUNK], np.float64)
     corr_F = _safe_div(cross_F / len(c), sd * c.std())
-    units_F = (text_NxF != 0).sum(0)
+    units_F = _dense(_nonzero(text_NxF).sum(0)).ravel()
     return [dict(feature=names[j], confounder=name, level="(numeric)", units=int(units_F[j]),
                  share=np.nan, level_share=np.nan, corr=float(corr_F[j]),
                  flagged=bool(abs(corr_F[j]) >= cfg.corr_threshold)) for j in range(len(names))]
 
 
-def collinearity(text_NxF: np.ndarray, names: Sequence[str],
-                 confounders: Mapping[str, Confounder],
+def collinearity(text_NxF, names: Sequence[str], confounders: Mapping[str, Confounder],
                  cfg: DiagnosticsConfig = DiagnosticsConfig()) -> pd.DataFrame:
-    """Every (text feature, confounder) pair at its most collinear level; flagged first."""
+    """Every (text feature, confounder) pair at its most collinear level; flagged first.
+
+    text_NxF: dense, or scipy sparse (e.g. phrase indicators over a whole vocabulary)."""
     cols = ["feature", "confounder", "level", "units", "share", "level_share", "corr", "flagged"]
     if text_NxF is None or np.shape(text_NxF)[1] == 0 or not confounders:
         return pd.DataFrame(columns=cols)
@@ -138,8 +163,9 @@ def collinearity(text_NxF: np.ndarray, names: Sequence[str],
         build = _numeric_rows if conf.kind == "numeric" else _level_rows
         rows += build(text_NxF, conf, name, names, mean, sd, cfg)
     frame = pd.DataFrame(rows, columns=cols)
-    severity = np.maximum(frame.share.fillna(0.0), frame["corr"].abs())
-    order = np.lexsort((-severity.to_numpy(), ~frame.flagged.to_numpy()))
+    # flagged first, then by |corr|: a marker on most Monday posts before a rare phrase
+    order = np.lexsort((-frame.share.fillna(0.0).to_numpy(), -frame["corr"].abs().to_numpy(),
+                        ~frame.flagged.to_numpy()))
     return frame.iloc[order].reset_index(drop=True)
 
 
@@ -255,17 +281,27 @@ def convergence(fit: Fit, gradient: np.ndarray | None = None,
 
 
 # ---- all together ---------------------------------------------------------------------------
-def _warnings(col: pd.DataFrame, ovl: pd.DataFrame, conv: dict, cfg: DiagnosticsConfig) -> list[str]:
+def _collinear_warnings(col: pd.DataFrame, what: str, cap: int) -> list[str]:
     out = []
-    for r in col[col.flagged].itertuples(index=False):
+    flagged = col[col.flagged]
+    for r in flagged.head(cap).itertuples(index=False):
         if r.level == "(numeric)":
-            out.append(f"text feature {r.feature!r} is collinear with numeric confounder "
+            out.append(f"{what} {r.feature!r} is collinear with numeric confounder "
                        f"{r.confounder!r} (corr {r.corr:+.2f}); its effect is not separable from it")
         else:
-            out.append(f"text feature {r.feature!r} is (nearly) collinear with {r.confounder}="
+            out.append(f"{what} {r.feature!r} is (nearly) collinear with {r.confounder}="
                        f"{r.level}: {r.share:.0%} of its {r.units} units fall in that level "
                        f"(which holds {r.level_share:.0%} of rows; corr {r.corr:+.2f}); the "
                        "estimator attributes its effect to the level")
+    if len(flagged) > cap:
+        out.append(f"... and {len(flagged) - cap} more {what}s flagged (see the tables)")
+    return out
+
+
+def _warnings(col: pd.DataFrame, phrases: pd.DataFrame, ovl: pd.DataFrame, conv: dict,
+              cfg: DiagnosticsConfig) -> list[str]:
+    out = _collinear_warnings(col, "text feature", cfg.max_warnings)
+    out += _collinear_warnings(phrases, "phrase", cfg.max_warnings)
     for name, g in ovl[ovl.flagged].groupby("confounder", sort=False):
         worst = g.loc[g.max_abs_smd.idxmax()]
         out.append(f"poor overlap of content across {name}: {len(g)} level(s) with |SMD| >= "
@@ -284,18 +320,25 @@ def _warnings(col: pd.DataFrame, ovl: pd.DataFrame, conv: dict, cfg: Diagnostics
 
 def diagnose(fit: Fit, text_NxF: np.ndarray | None, names: Sequence[str] | None,
              confounders: Mapping[str, Confounder], cfg: DiagnosticsConfig = DiagnosticsConfig(),
-             *, successes=None, trials=None, outcome=None) -> Diagnostics:
+             *, successes=None, trials=None, outcome=None, phrases=None) -> Diagnostics:
     """Collinearity, overlap and convergence of a fit on these rows (see module docstring).
 
     Give the outcome (successes and trials, or outcome) to get the gradient at the MAP.
+    phrases: (indicators [N, V] sparse, names [V]) of the texts' own words and phrases,
+    checked like the representation's features: a hashed or compressed representation
+    can dilute a marker that the plain phrases show (only flagged phrases are kept).
     """
     if text_NxF is not None:
         names = list(names) if names is not None else [f"text[{j}]" for j in range(text_NxF.shape[1])]
     col = collinearity(text_NxF, names, confounders, cfg)
+    phr = collinearity(None, [], {}, cfg)
+    if phrases is not None:
+        phr = collinearity(phrases[0], phrases[1], confounders, cfg)
+        phr = phr[phr.flagged].reset_index(drop=True)
     ovl = overlap(text_NxF, confounders, cfg)
     grad = None
     if successes is not None or outcome is not None:
         grad = map_gradient(fit, text_NxF, confounders, successes=successes, trials=trials,
                             outcome=outcome)
     conv = convergence(fit, grad, cfg)
-    return Diagnostics(col, ovl, conv, tuple(_warnings(col, ovl, conv, cfg)))
+    return Diagnostics(col, phr, ovl, conv, tuple(_warnings(col, phr, ovl, conv, cfg)))
