@@ -1,0 +1,242 @@
+"""The reward methods of DESIGN.md section 2, as configurations of one trainer.
+
+A method is a RewardMethod: a target function (which outcomes, on which texts, the reward
+regresses on) and optionally a penalty added to the loss, plus flags the trainer reads.
+Everything else (representation, head, loop, evaluation) is shared, so two methods differ
+only where the science says they do. Adding a method is one function and one line:
+
+    def weekday_demeaned(ctx):                       # raw logit minus its weekday mean
+        t = naive_targets(ctx)
+        wd = t.confounders["weekday"].values
+        return dataclasses.replace(t, target=t.target - (np.bincount(wd, t.target)
+                                                         / np.bincount(wd))[wd])
+    METHODS["weekday_demeaned"] = RewardMethod(weekday_demeaned)
+
+Penalty functions get the head outputs {"reward": [B], "confounder_head": [B] (two heads),
+"head_kernels": (content [H], confounder [H]) (two heads)}, the batch {"conf": [B, C]
+confounder columns, "bins_onehot": [B, M] every confounder's bin, "bins_valid": [M] bins
+seen in training, "target": [B], "weight": [B]} and a strength; they return (penalty, metrics).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlm.causal import crossfit
+from dlm.causal.fit import EstimatorConfig
+from dlm.data.log import Confounder, ObservationalLog
+from dlm.train.losses import binomial_logit_weights, reward_regression
+
+DEFAULT_KNOB: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """What a reward regresses on: per unit text, logit-scale target, weight, conditions."""
+
+    content: np.ndarray                       # [N] texts
+    target: np.ndarray                        # [N] float (logit CTR, or a real outcome)
+    weight: np.ndarray                        # [N] regression weights, mean 1
+    confounders: Mapping[str, Confounder]     # [N] each: conditioned's inputs, penalties' bins
+
+    def __post_init__(self):
+        n = len(self.content)
+        for name in ("target", "weight"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Targets: {name} has {len(getattr(self, name))} rows, content {n}")
+        if not np.all(np.isfinite(self.target)):
+            row = int(np.flatnonzero(~np.isfinite(self.target))[0])
+            raise ValueError(f"Targets: target row {row + 1} is not finite")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MethodContext:
+    """What target functions may use: the observational log and, for the oracle, the world.
+
+    represent: the frozen text representation (deconfoundlm's text term is its top
+    `estimator_dims` principal components). world: anything with intervene(key, n, c_ref)
+    -> sample with .log (sims.headlines.HeadlineWorld); None for real logs.
+    """
+
+    log: ObservationalLog
+    represent: Callable[[Any], np.ndarray] | None = None
+    world: Any = None
+    seed: int = 0
+    estimator: EstimatorConfig = EstimatorConfig()
+    estimator_dims: int = 32
+    n_oracle: int | None = None               # A/B postings for the oracle (default len(log))
+    c_ref: Mapping[str, Any] | None = None    # the reference condition (oracle's do(C))
+
+
+PenaltyFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardMethod:
+    """target_fn(ctx) -> Targets; penalty_fn(outputs, batch, strength) -> (penalty, metrics).
+
+    uses_confounders: C is an input of the head (at use: the reference condition).
+    two_heads: a content head (the reward) and a confounder head; their sum fits the target.
+    knob: the strengths every table sweeps (empty: the method has no strength).
+    """
+
+    target_fn: Callable[[MethodContext], Targets]
+    penalty_fn: PenaltyFn | None = None
+    uses_confounders: bool = False
+    two_heads: bool = False
+    knob: tuple[float, ...] = ()
+
+
+# ---- targets -------------------------------------------------------------------------------
+def _weights(log: ObservationalLog) -> np.ndarray:
+    if log.is_binomial:
+        return binomial_logit_weights(log.successes, log.trials)
+    return np.ones(len(log))
+
+
+def log_targets(log: ObservationalLog, target: np.ndarray | None = None) -> Targets:
+    """The log's texts with `target` (default its empirical logit) and binomial weights."""
+    target = log.logit_outcome() if target is None else np.asarray(target, np.float64)
+    return Targets(np.asarray(log.content), target, _weights(log), dict(log.confounders))
+
+
+def naive_targets(ctx: MethodContext) -> Targets:
+    """Raw observational outcomes."""
+    return log_targets(ctx.log)
+
+
+def oracle_targets(ctx: MethodContext) -> Targets:
+    """Outcomes from the A/B world: do(C = c_ref), headline and marker randomised."""
+    if ctx.world is None or not hasattr(ctx.world, "intervene"):
+        raise ValueError(f"{ctx.log.source}: the oracle needs interventional data; pass a world "
+                         "with intervene() (sims.headlines.HeadlineWorld) as MethodContext.world")
+    n = ctx.n_oracle or len(ctx.log)
+    ab = ctx.world.intervene(jax.random.fold_in(jax.random.key(ctx.seed), 0x0AB), n, ctx.c_ref)
+    return log_targets(ab.log)
+
+
+def partial_out_targets(ctx: MethodContext) -> Targets:
+    """Outcome residualised on C alone (cross-fitted), intercept kept."""
+    est = dataclasses.replace(ctx.estimator, seed=ctx.seed)
+    return log_targets(ctx.log, crossfit.partial_out(ctx.log, est).logit_adjusted)
+
+
+def estimator_text(ctx: MethodContext) -> np.ndarray:
+    """DeconfoundLM's text term h(X): the representation's top principal components [N, k].
+
+    The estimator is a GLM with a dense text block, so a few dozen columns keep the
+    cross-fit to seconds; the components are fitted on the distinct posted texts.
+    """
+    if ctx.represent is None:
+        raise ValueError("deconfoundlm needs MethodContext.represent (the text representation)")
+    uniq, inverse = np.unique(np.asarray(ctx.log.content).astype(str), return_inverse=True)
+    H = np.asarray(ctx.represent(list(uniq)), np.float64)
+    H = H - H.mean(axis=0)
+    k = max(1, min(ctx.estimator_dims, H.shape[1], H.shape[0] - 1))
+    _, _, vt = np.linalg.svd(H, full_matrices=False)
+    return (H @ vt[:k].T)[inverse.reshape(-1)]
+
+
+def deconfoundlm_targets(ctx: MethodContext) -> Targets:
+    """Outcome minus the cross-fitted g(C) estimated jointly with the text term."""
+    est = dataclasses.replace(ctx.estimator, seed=ctx.seed)
+    return log_targets(ctx.log, crossfit.deconfound(ctx.log, estimator_text(ctx), est).logit_adjusted)
+
+
+# ---- penalties -----------------------------------------------------------------------------
+def _pearson_columns(r_B: jax.Array, C_BxJ: jax.Array) -> jax.Array:
+    """Pearson correlation of r with each column of C -> [J] (0 for a constant column)."""
+    r = r_B - r_B.mean()
+    C = C_BxJ - C_BxJ.mean(axis=0)
+    num = r @ C
+    den = jnp.sqrt(jnp.sum(r * r) * jnp.sum(C * C, axis=0))
+    return jnp.where(den > 1e-8, num / jnp.maximum(den, 1e-8), 0.0)
+
+
+ODIN_CONTENT_FIT = 0.1   # weight of the content head's own regression in odin's loss
+
+
+def odin_penalty(out: dict, batch: dict, strength) -> tuple[jax.Array, dict]:
+    """ODIN (Chen et al. 2024) with the confounders in place of length.
+
+    strength * (sum_j corr(content, c_j)^2 + (w_content . w_confounder)^2)
+      + ODIN_CONTENT_FIT * mse(content head alone):
+    the two heads' sum fits the target (the trainer's loss), the content head is
+    decorrelated from every confounder column, and the heads' last-layer weights are made
+    orthogonal. The small regression of the content head alone identifies the split
+    between the heads: with the sum fixed, decorrelation and orthogonality leave a whole
+    family of splits, and the optimiser would stop anywhere in it; with the extra term the
+    content head is the best decorrelated fit (at strength 0: the naive reward). ODIN's
+    term rewarding the length head's correlation plays that role in the paper; scaled by
+    the strengths swept here it outweighs the fit. Squares rather than |.|: a minibatch
+    correlation is never exactly 0, and |.| turns that noise into full-size gradients.
+    """
+    rho2_c = jnp.square(_pearson_columns(out["reward"], batch["conf"]))
+    w_c, w_k = out["head_kernels"]
+    dot2 = jnp.square(w_c @ w_k)
+    fit_c, _ = reward_regression(out["reward"], batch["target"], batch["weight"])
+    penalty = strength * (rho2_c.sum() + dot2) + ODIN_CONTENT_FIT * fit_c
+    return penalty, {"corr2_content": rho2_c.sum(), "head_dot2": dot2, "mse_content": fit_c}
+
+
+def mmd_one_vs_rest(r_B: jax.Array, onehot_BxM: jax.Array, valid_M: jax.Array,
+                    sigma2: jax.Array) -> jax.Array:
+    """Mean over valid bins m of MMD^2(r | bin m, r | not bin m), Gaussian kernel with
+    squared bandwidth sigma2 (V-statistic: the diagonal is constant, so gradients are not
+    biased by it)."""
+    K_BxB = jnp.exp(-jnp.square(r_B[:, None] - r_B[None, :]) / (2.0 * sigma2))
+    n_in = onehot_BxM.sum(0)
+    n_out = onehot_BxM.shape[0] - n_in
+    diff_BxM = onehot_BxM / jnp.maximum(n_in, 1.0) - (1.0 - onehot_BxM) / jnp.maximum(n_out, 1.0)
+    mmd2_M = jnp.einsum("bm,bc,cm->m", diff_BxM, K_BxB, diff_BxM)
+    ok = valid_M & (n_in >= 2) & (n_out >= 2)   # both sides need rows in this batch
+    return jnp.sum(jnp.where(ok, mmd2_M, 0.0)) / jnp.maximum(ok.sum(), 1)
+
+
+def median_sigma2(x_B: jax.Array) -> jax.Array:
+    """Median heuristic: the median squared distance over the B neighbour pairs of a randomly
+    ordered batch (a full B x B median is a B^2 sort per step, too slow on a CPU)."""
+    return jnp.maximum(jnp.median(jnp.square(x_B - jnp.roll(x_B, 1))), 1e-8)
+
+
+MMD_ROWS = 256   # rows of each batch the MMD compares (its cost is quadratic in them)
+
+
+def invariant_penalty(out: dict, batch: dict, strength) -> tuple[jax.Array, dict]:
+    """Causal-reward MMD (Wang et al. 2025): strength * mean over the bins of every
+    confounder (weekday levels; quantile bins of week, audience) of MMD^2 between the
+    reward's distribution inside the bin and outside it.
+
+    The bandwidth is the median heuristic on the batch's *targets* (the outcome's scale),
+    held fixed: on the reward itself the penalty would be scale-free, and a scale-free
+    penalty has a noise floor only a constant reward escapes, so every strong setting
+    would collapse to a constant instead of trading fit for invariance.
+    """
+    r = out["reward"][:MMD_ROWS]
+    sigma2 = jax.lax.stop_gradient(median_sigma2(batch["target"][:MMD_ROWS]))
+    mmd2 = mmd_one_vs_rest(r, batch["bins_onehot"][:MMD_ROWS], batch["bins_valid"], sigma2)
+    return strength * mmd2, {"mmd2": mmd2}
+
+
+METHODS: dict[str, RewardMethod] = {
+    "oracle": RewardMethod(oracle_targets),
+    "naive": RewardMethod(naive_targets),
+    "conditioned": RewardMethod(naive_targets, uses_confounders=True),
+    "partial_out": RewardMethod(partial_out_targets),
+    "odin": RewardMethod(naive_targets, odin_penalty, two_heads=True, knob=DEFAULT_KNOB),
+    "invariant": RewardMethod(naive_targets, invariant_penalty, knob=DEFAULT_KNOB),
+    "deconfoundlm": RewardMethod(deconfoundlm_targets),
+}
+
+
+def get_method(name: str | RewardMethod) -> RewardMethod:
+    """A registered method by name (or a RewardMethod as is); unknown names list the known."""
+    if isinstance(name, RewardMethod):
+        return name
+    if name not in METHODS:
+        raise ValueError(f"unknown reward method {name!r}; registered: {', '.join(METHODS)}")
+    return METHODS[name]
