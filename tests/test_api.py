@@ -98,7 +98,7 @@ def test_fit_and_adjust_equal_the_direct_adjustment():
     eff = result.effects()
     assert set(eff.parameter) == {"aud", "when_weekday"} and {"mean", "lo", "hi"} <= set(eff.columns)
     diag = api.diagnose(result)
-    assert diag.convergence["converged"] and len(diag.collinearity) == 16 * 2
+    assert diag.convergence["newton_converged"] and len(diag.collinearity) == 16 * 2
     with pytest.raises(LogValidationError, match="column 'fold'"):
         api.adjust(frame.assign(fold=1), result)
 
@@ -147,3 +147,18 @@ def test_hashed_representation_still_flags_the_marker_phrase():
     assert phr.loc["happy monday", "level"] == "Mon" and phr.loc["happy monday", "share"] == 1.0
     assert diag.phrases.feature.iloc[0] in ("!", "happy", "happy monday", "monday", "monday !")
     assert any("phrase 'happy monday'" in w for w in diag.warnings)
+
+
+def test_time_confounder_as_a_spline():
+    frame = _frame(300)
+    log = api.from_frame(frame, content="text", successes="s", trials="n",
+                         confounders={"when": "time"}, time_unit="day")
+    T = log.confounders["when"].n_levels
+    rw = api.fit(log, text="none", folds=2)
+    spline = api.fit(log, text="none", folds=2, time_basis="spline")
+    assert api.n_parameters(log, 0, spline.cfg) < api.n_parameters(log, 0, rw.cfg) == 1 + T
+    eff = spline.effects()
+    assert len(eff) == T and np.isfinite(spline.adjusted.g_hat).all()
+    # a cubic spline's per-period values change smoothly: second differences stay small
+    wiggle = lambda e: np.abs(np.diff(e["mean"].to_numpy(), 2)).max()  # noqa: E731
+    assert wiggle(eff) < wiggle(rw.effects())

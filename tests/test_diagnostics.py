@@ -132,7 +132,7 @@ def test_gradient_vanishes_at_the_map():
     f = fit(None, None, x, conf, EstimatorConfig(), outcome=y)
     assert np.max(np.abs(D.map_gradient(f, x, conf, outcome=y))) < 1e-6
     conv = D.convergence(f, D.map_gradient(f, x, conf, outcome=y))
-    assert conv["method"] == "map" and conv["converged"] and conv["grad_max"] < 1e-6
+    assert conv["method"] == "map" and conv["newton_converged"] and conv["grad_max"] < 1e-6
 
 
 def test_nuts_rhat_and_svi_losses_are_read_from_the_fit():

@@ -58,7 +58,7 @@ class Diagnostics:
     collinearity: pd.DataFrame   # feature, confounder, level, units, share, level_share, corr, flagged
     phrases: pd.DataFrame        # the same for the texts' own words/phrases (flagged ones)
     overlap: pd.DataFrame        # confounder, level, rows, max_abs_smd, component, flagged
-    convergence: dict            # method, iterations, converged, grad_max, losses, rhat_max, ...
+    convergence: dict            # method, newton_iterations, newton_converged, grad_max, ...
     warnings: tuple[str, ...]    # one plain-language line per problem found
 
 
@@ -259,8 +259,8 @@ def convergence(fit: Fit, gradient: np.ndarray | None = None,
                 cfg: DiagnosticsConfig = DiagnosticsConfig()) -> dict:
     """The fit's convergence record: Newton always, plus SVI's loss curve or NUTS' R-hat."""
     info = dict(fit.info)
-    out = {"method": fit.cfg.method, "iterations": int(info.get("iterations", -1)),
-           "converged": bool(info.get("converged", False)),
+    out = {"method": fit.cfg.method, "newton_iterations": int(info.get("iterations", -1)),
+           "newton_converged": bool(info.get("converged", False)),
            "map_seconds": float(info.get("map_seconds", np.nan)),
            "grad_max": np.nan if gradient is None else float(np.max(np.abs(gradient)))}
     losses = info.get("svi_losses")
@@ -307,8 +307,8 @@ def _warnings(col: pd.DataFrame, phrases: pd.DataFrame, ovl: pd.DataFrame, conv:
         out.append(f"poor overlap of content across {name}: {len(g)} level(s) with |SMD| >= "
                    f"{cfg.smd_threshold} (worst {worst.level}: {worst.max_abs_smd:.2f} on text "
                    f"component {worst.component})")
-    if not conv["converged"]:
-        out.append(f"the Newton MAP did not converge in {conv['iterations']} iterations")
+    if not conv["newton_converged"]:
+        out.append(f"the Newton MAP did not converge in {conv['newton_iterations']} iterations")
     if conv.get("loss_tail_change", 0.0) > 1e-3:
         out.append(f"SVI loss still moving at the end (relative change {conv['loss_tail_change']:.1e}); "
                    "raise svi_steps")
