@@ -157,7 +157,8 @@ def _effect_section(name: str, s: dict, scale: str, interval: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _diagnostics_section(diag, dcfg: DiagnosticsConfig, cfg: EstimatorConfig) -> str:
+def _diagnostics_section(diag, dcfg: DiagnosticsConfig, cfg: EstimatorConfig,
+                         groups: bool) -> str:
     import pandas as pd
 
     col, ovl, conv = diag.collinearity, diag.overlap, diag.convergence
@@ -168,8 +169,10 @@ def _diagnostics_section(diag, dcfg: DiagnosticsConfig, cfg: EstimatorConfig) ->
     top = col.head(max(10, int(col.flagged.sum()))) if len(col) else col
     lines += [outputs.markdown_table(top) if len(top) else "(no text term)", ""]
     phr = diag.phrases
-    lines += [f"Phrases of the text itself (word 1-2 grams in >= {dcfg.min_units} rows) flagged by "
-              f"the same rule: {len(phr)}" + (" (all in phrases.csv):" if len(phr) else "."), ""]
+    where = f">= {dcfg.min_units} rows" + (f" of >= {dcfg.phrase_min_groups} groups"
+                                           if groups else "")
+    lines += [f"Phrases of the text itself (word 1-2 grams in {where}) flagged by the same "
+              f"rule: {len(phr)}" + (" (all in phrases.csv):" if len(phr) else "."), ""]
     if len(phr):
         lines += [outputs.markdown_table(phr.head(20)), ""]
     lines += ["### Overlap of content across confounder levels", "",
@@ -221,7 +224,8 @@ def build_report(args, result: api.Result, diag, series: dict, cfg: EstimatorCon
              "adjusted.csv uses the cross-fitted g_hat.", ""]
     body = [_effect_section(n, s, scale, cfg.interval) for n, s in series.items()]
     tail = ["## Outcome before and after adjustment", "", "![distribution](distribution.png)", ""]
-    return "\n".join(head + body + tail) + "\n" + _diagnostics_section(diag, dcfg, cfg)
+    return "\n".join(head + body + tail) + "\n" + _diagnostics_section(
+        diag, dcfg, cfg, log.group is not None)
 
 
 def build_figures(result: api.Result, diag, series: dict, dcfg: DiagnosticsConfig) -> dict:
