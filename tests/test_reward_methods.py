@@ -123,6 +123,24 @@ def test_an_eighth_method_is_one_function_and_one_registry_line(monkeypatch):
     assert np.corrcoef(r_new, r_naive)[0, 1] < -0.99
 
 
+def test_full_fine_tune_learns_a_byte_level_rule():
+    """freeze_trunk=False trains the whole RewardModel (random tiny trunk) on token ids."""
+    from dlm.data.tokenizer import ByteTokenizer
+    from dlm.models.decoder import PRESETS, init_params
+
+    rng = np.random.default_rng(0)
+    words = ["cat", "dog", "sun", "tree", "blue", "red"]
+    texts = [" ".join(rng.choice(words, 3)) + ("?" if rng.random() < 0.5 else "") for _ in range(64)]
+    y = np.array([float(t.endswith("?")) for t in texts])
+    day = Confounder("categorical", rng.integers(0, 2, 64), ("a", "b"))
+    targets = Targets(np.array(texts, object), y, np.ones(64), {"day": day})
+    model_cfg = dataclasses.replace(PRESETS["tiny"], n_layers=1)    # one block: a quick compile
+    trunk = (init_params(model_cfg, jax.random.key(0)), model_cfg, ByteTokenizer())
+    cfg = TrainerConfig(freeze_trunk=False, steps=40, batch_size=32, lr=3e-3, max_len=16)
+    r = train_reward("naive", targets, None, cfg, trunk=trunk)[0]
+    assert np.corrcoef(r(texts), y)[0, 1] > 0.8
+
+
 def test_confounder_encoder_columns_bins_and_reference():
     conf = {"wd": Confounder("categorical", np.array([0, 2, 2, 1]), ("Mon", "Tue", "Wed")),
             "x": Confounder("numeric", np.array([1.0, 2.0, 3.0, 4.0]))}

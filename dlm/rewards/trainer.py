@@ -31,7 +31,6 @@ from dlm.train.losses import reward_regression
 from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
 from dlm.train.step import TrainState, make_train_step
 
-_SCORE_CHUNK = 1024   # texts scored per call at use (fixed shape: one compile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +165,8 @@ class Head(nn.Module):
 class _Frozen:
     """Head on a fixed representation: text inputs are the representation's rows."""
 
+    chunk = 1024          # texts scored per call at use (a fixed shape: one compile)
+
     def __init__(self, represent, cfg: TrainerConfig, n_conf: int, two_heads: bool):
         self.represent, self.module = represent, Head(cfg.hidden, n_conf, two_heads)
 
@@ -182,6 +183,8 @@ class _Frozen:
 class _Full:
     """The whole RewardModel (trunk from a decoder) fine-tuned on token ids."""
 
+    chunk = 128
+
     def __init__(self, trunk, cfg: TrainerConfig, n_conf: int, two_heads: bool):
         from dlm.models.reward import RewardModel
         self.trunk_params, model_cfg, self.tok = trunk
@@ -195,7 +198,9 @@ class _Full:
 
     def init(self, key, inputs: dict, conf):
         from dlm.models.reward import init_reward_params, load_trunk
-        return load_trunk(init_reward_params(self.module, key, self.max_len), self.trunk_params)
+        # jitted: an eager init compiles every op of the trunk one by one
+        fresh = jax.jit(lambda k: init_reward_params(self.module, k, self.max_len))(key)
+        return load_trunk(fresh, self.trunk_params)
 
     def apply(self, params, inputs: dict, conf):
         return self.module.apply({"params": params}, inputs["tokens"], inputs["lengths"], conf)
@@ -226,13 +231,13 @@ class TrainedReward:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         texts = [str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]
-        out = []
-        for start in range(0, len(texts), _SCORE_CHUNK):
-            chunk = texts[start:start + _SCORE_CHUNK]
-            pad = _SCORE_CHUNK - len(chunk)   # repeat the first row: every call has one shape
+        out, size = [], self.backbone.chunk
+        for start in range(0, len(texts), size):
+            chunk = texts[start:start + size]
+            pad = size - len(chunk)   # repeat the first row: every call has one shape
             inputs = jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[:1], pad, 0)]),
                                   self.backbone.text_inputs(chunk))
-            conf = None if self.conf_ref is None else np.tile(self.conf_ref, (_SCORE_CHUNK, 1))
+            conf = None if self.conf_ref is None else np.tile(self.conf_ref, (size, 1))
             r = _score(self.backbone, self.params, inputs, conf)
             out.append(np.asarray(r, np.float64)[:len(chunk)])
         return (np.concatenate(out) if out else np.zeros(0)) + self.offset
