@@ -306,3 +306,82 @@ def diagnose(result: Result, cfg: DiagnosticsConfig = DiagnosticsConfig()) -> Di
                      log.confounders, cfg, successes=log.successes, trials=log.trials,
                      outcome=log.outcome, phrases=phrase_matrix(
                          log.content, cfg.min_units, log.group, cfg.phrase_min_groups))
+
+
+# ---- reward model ---------------------------------------------------------------------------
+REWARD_REPRESENTATIONS = ("ngrams", "phi")     # frozen representations a saved reward can carry
+
+
+def check_reward_method(method: str) -> None:
+    """A clear error, before fitting, for a method this log cannot train."""
+    from dlm.rewards import get_method
+
+    get_method(method)                                   # unknown names list the known ones
+    if method == "oracle":
+        raise ValueError("reward method 'oracle' needs interventional data from a simulator; "
+                         "an observational log has none (use deconfoundlm, naive, ...)")
+
+
+def train(result: Result, method: str = "deconfoundlm", representation: str = "ngrams",
+          dim: int = 64, cfg=None, strengths=None, seed: int = 0, history: list | None = None):
+    """Reward models (dlm.rewards, the replications' trainer) on this log -> [TrainedReward].
+
+    deconfoundlm regresses on `result`'s adjusted outcomes (the ones in adjusted.csv);
+    any other method builds its targets as dlm.rewards does (partial_out, naive, ...).
+    Knob methods (odin, invariant) give one reward per strength.
+    """
+    from dlm.rewards import MethodContext, TrainerConfig, fit_representation, get_method
+    from dlm.rewards import log_targets, train_reward
+
+    check_reward_method(method)
+    if representation not in REWARD_REPRESENTATIONS:
+        raise ValueError(f"reward representation must be one of {REWARD_REPRESENTATIONS}")
+    log = result.log
+    represent = fit_representation(representation, log.content, dim=dim, seed=seed)
+    if method == "deconfoundlm":
+        targets = log_targets(log, result.adjusted.logit_adjusted)
+    else:
+        ctx = MethodContext(log, represent, seed=seed, estimator=result.cfg)
+        targets = get_method(method).target_fn(ctx)
+    return train_reward(method, targets, represent, cfg or TrainerConfig(), strengths=strengths,
+                        seed=seed, history=history)
+
+
+def save_reward(reward, directory: str | pathlib.Path) -> pathlib.Path:
+    """Save a frozen-representation reward with Orbax: the head's parameters and the fitted
+    representation's arrays as one checkpoint (step 0), its settings in reward.json."""
+    import json
+
+    from dlm import outputs
+    from dlm.rewards import NgramSVD
+    from dlm.train.checkpoint import Checkpointer
+
+    directory = pathlib.Path(directory)
+    rep = reward.backbone.represent
+    arrays, meta = {}, {"kind": "phi"}
+    if isinstance(rep, NgramSVD):
+        arrays = {"projection_FxD": rep.projection_FxD, "mean_D": rep.mean_D, "sd_D": rep.sd_D}
+        meta = {"kind": "ngrams", "n_features": rep.n_features, "ngram_range": list(rep.ngram_range)}
+    with Checkpointer(directory / "checkpoints", keep=1) as ck:
+        ck.save(0, {"params": reward.params, "representation": arrays})
+    outputs.write_json(directory / "reward.json", {
+        "method": reward.method, "strength": reward.strength, "offset": reward.offset,
+        "conf_ref": None if reward.conf_ref is None else reward.conf_ref.tolist(),
+        "representation": meta, "final_metrics": reward.final_metrics})
+    return directory
+
+
+def reward_name(reward) -> str:
+    """"deconfoundlm", or "odin-10" for a knob method's strength."""
+    return reward.method if reward.strength is None else f"{reward.method}-{reward.strength:g}"
+
+
+def score_contents(result: Result, rewards) -> pd.DataFrame:
+    """Each distinct content: rows, mean adjusted outcome, and every reward's score."""
+    frame = pd.DataFrame({"content": result.log.content.astype(str),
+                          "adjusted": result.adjusted.logit_adjusted})
+    out = frame.groupby("content", sort=False).adjusted.agg(["size", "mean"]).reset_index()
+    out.columns = ["content", "rows", "mean_adjusted"]
+    for r in rewards:
+        out[f"score_{reward_name(r)}"] = r(out.content.tolist())
+    return out

@@ -3,6 +3,7 @@
     python -m scripts.deconfound --data FILE --content COL [--context COL] [--group COL]
         (--successes COL --trials COL | --outcome COL) --confounder NAME:TYPE [...]
         [--derive [COL:]weekday,month] [--text-features ngram:256] --out DIR
+        [--train-reward deconfoundlm [--reward-representation ngrams|phi]]
         [--preset map|svi|nuts] [--set seed=0 --set folds=5 --set share_threshold=0.95 ...]
 
 TYPE is categorical, numeric or time (a year-week like 201446, an integer period, or a
@@ -17,6 +18,12 @@ first; a bad column, row or value stops the run with an error naming it, and not
 written. Outputs in DIR: adjusted.csv (input rows + g_hat, g_lo, g_hi, adjusted outcome,
 fold), effects.csv (every confounder parameter: mean, sd, 90% interval), collinearity.csv,
 phrases.csv and overlap.csv (diagnostics), report.md with PNG plots, config.json.
+
+--train-reward METHOD trains a reward model with dlm.rewards (the replications' trainer):
+deconfoundlm on the adjusted outcomes, or any other registered method by name, on a frozen
+text representation; it is saved with Orbax in DIR/rewards/NAME/ (checkpoints/, reward.json),
+with its scores of every distinct content in DIR/reward_scores.csv and the training curve
+in DIR/metrics.jsonl. Trainer fields (steps, lr, ...) are set with --set as well.
 """
 from __future__ import annotations
 
@@ -62,24 +69,25 @@ def parse_confounders(items: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve_configs(args) -> tuple[EstimatorConfig, DiagnosticsConfig]:
-    """The preset's EstimatorConfig and a DiagnosticsConfig, each --set routed by field name."""
-    est_fields = {f.name for f in dataclasses.fields(EstimatorConfig)}
-    diag_fields = {f.name for f in dataclasses.fields(DiagnosticsConfig)}
-    est_set, diag_set = [], []
+def resolve_configs(args):
+    """The preset's EstimatorConfig, a DiagnosticsConfig and a TrainerConfig (reward), each
+    --set FIELD=VALUE routed to the config that has the field."""
+    from dlm.rewards import TrainerConfig
+
+    configs = [PRESETS[args.preset], DiagnosticsConfig(), TrainerConfig()]
+    fields = [{f.name for f in dataclasses.fields(c)} for c in configs]
+    routed: list[list[str]] = [[], [], []]
     for item in args.overrides:
         name = item.split("=", 1)[0]
-        if name in est_fields:
-            est_set.append(item)
-        elif name in diag_fields:
-            diag_set.append(item)
-        else:
+        where = [i for i, names in enumerate(fields) if name in names]
+        if not where:
             raise SystemExit(f"--set: unknown field {name!r}; estimator fields: "
-                             f"{', '.join(sorted(est_fields))}; diagnostics fields: "
-                             f"{', '.join(sorted(diag_fields))}")
+                             f"{', '.join(sorted(fields[0]))}; diagnostics fields: "
+                             f"{', '.join(sorted(fields[1]))}; reward trainer fields: "
+                             f"{', '.join(sorted(fields[2]))}")
+        routed[where[0]].append(item)
     try:
-        return (cli.apply_overrides(PRESETS[args.preset], est_set),
-                cli.apply_overrides(DiagnosticsConfig(), diag_set))
+        return tuple(cli.apply_overrides(c, r) for c, r in zip(configs, routed))
     except ValueError as err:
         raise SystemExit(f"--set: {err}") from None
 
@@ -272,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-features", default=DEFAULT_SPEC,
                         help=f"text representation of the estimator's text term (default "
                              f"{DEFAULT_SPEC}; also phi, none)")
+    parser.add_argument("--train-reward", metavar="METHOD",
+                        help="train and save a reward model (deconfoundlm: on the adjusted "
+                             "outcomes; or naive, conditioned, partial_out, odin, invariant)")
+    parser.add_argument("--reward-representation", default="ngrams",
+                        choices=api.REWARD_REPRESENTATIONS,
+                        help="frozen text representation of the reward (default: ngrams)")
+    parser.add_argument("--reward-dim", type=int, default=64,
+                        help="width of the n-gram SVD representation (default: 64)")
     return parser
 
 
@@ -284,10 +300,13 @@ def _check_args(args, parser) -> None:
         parser.error(f"--out {args.out} exists and is not a directory")
 
 
-def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig):
-    """Validate, fit, diagnose; returns everything to write (nothing written here)."""
+def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None):
+    """Validate, fit, diagnose (and train a reward); returns everything to write (nothing
+    is written here)."""
     t0 = time.perf_counter()
     confounders = parse_confounders(args.confounder)
+    if args.train_reward:
+        api.check_reward_method(args.train_reward)
     text_cols = [c for c in (args.content, args.context, args.group) if c]
     frame = api.read_frame(args.data, text_columns=text_cols)
     log = api.from_frame(frame, content=args.content, context=args.context, group=args.group,
@@ -298,30 +317,51 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig):
     result = api.fit(log, text=args.text_features, cfg=cfg)
     diag = api.diagnose(result, dcfg)
     series = {name: confounder_series(result, name) for name in log.confounders}
+    rewards, history = [], []
+    if args.train_reward:
+        rewards = api.train(result, args.train_reward, args.reward_representation,
+                            args.reward_dim, tcfg, seed=cfg.seed, history=history)
     seconds = time.perf_counter() - t0
     return dict(table=api.adjust(frame, result), result=result, diag=diag, series=series,
-                seconds=seconds)
+                rewards=rewards, history=history, seconds=seconds)
+
+
+def reward_section(scores, rewards) -> str:
+    lines = ["## Reward model", "", "| reward | saved in | corr(score, mean adjusted outcome) |",
+             "|---|---|---|"]
+    for r in rewards:
+        name = api.reward_name(r)
+        corr = _corr(scores[f"score_{name}"].to_numpy(), scores.mean_adjusted.to_numpy())
+        lines.append(f"| {name} | rewards/{name}/ | {corr:+.3f} |")
+    return "\n".join(lines) + "\n\nScores of every distinct content: reward_scores.csv; " \
+        "training curve: metrics.jsonl.\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(args, parser)
-    cfg, dcfg = resolve_configs(args)
+    cfg, dcfg, tcfg = resolve_configs(args)
     try:
-        out = run(args, cfg, dcfg)
+        out = run(args, cfg, dcfg, tcfg)
     except (LogValidationError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result, diag = out["result"], out["diag"]
     text = build_report(args, result, diag, out["series"], cfg, dcfg, out["seconds"])
     figs = build_figures(result, diag, out["series"], dcfg)
+    scores = api.score_contents(result, out["rewards"]) if out["rewards"] else None
+    if scores is not None:
+        text += "\n" + reward_section(scores, out["rewards"])
     config = {"data": args.data, "content": args.content, "context": args.context,
               "group": args.group, "successes": args.successes, "trials": args.trials,
               "outcome": args.outcome, "confounders": parse_confounders(args.confounder),
               "derive": args.derive, "time_unit": args.time_unit,
               "text_features": args.text_features, "preset": args.preset, "estimator": cfg,
-              "diagnostics": dcfg, "rows": len(result.log), "seconds": out["seconds"]}
+              "diagnostics": dcfg, "rows": len(result.log), "seconds": out["seconds"],
+              "train_reward": args.train_reward,
+              "reward_representation": args.reward_representation, "reward_dim": args.reward_dim,
+              "trainer": tcfg if args.train_reward else None}
     d = args.out
     outputs.write_csv(d / "adjusted.csv", out["table"])
     outputs.write_csv(d / "effects.csv", result.effects())
@@ -330,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     outputs.write_csv(d / "overlap.csv", diag.overlap)
     for name, fig in figs.items():
         outputs.save_figure(d / name, fig)
+    for r in out["rewards"]:
+        api.save_reward(r, d / "rewards" / api.reward_name(r))
+    if scores is not None:
+        outputs.write_csv(d / "reward_scores.csv", scores)
+        outputs.append_jsonl(d / "metrics.jsonl", out["history"])
     outputs.write_text(d / "report.md", text)
     outputs.write_json(d / "config.json", config)
     print(f"wrote {d}/adjusted.csv, effects.csv, report.md ({len(result.log):,} rows, "

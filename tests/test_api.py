@@ -162,3 +162,64 @@ def test_time_confounder_as_a_spline():
     # a cubic spline's per-period values change smoothly: second differences stay small
     wiggle = lambda e: np.abs(np.diff(e["mean"].to_numpy(), 2)).max()  # noqa: E731
     assert wiggle(eff) < wiggle(rw.effects())
+
+
+@pytest.fixture(scope="module")
+def marker_log():
+    from tests.test_deconfound_script import synthetic_frame
+
+    frame = synthetic_frame(1500, seed=4)
+    return api.from_frame(frame, content="headline", group="story", successes="clicks",
+                          trials="impressions", confounders={"date": "time"}, derive="weekday",
+                          time_unit="week")
+
+
+def test_deconfounded_reward_ignores_the_monday_marker(marker_log):
+    """The marker has no effect of its own, but Monday posts get +0.4: a reward on raw
+    outcomes pays for the marker, one on the adjusted outcomes does not."""
+    from dlm.rewards import TrainerConfig
+
+    result = api.fit(marker_log, text="phi", folds=3)
+    tcfg = TrainerConfig(steps=300, batch_size=256)
+    texts = ["Why cats matter?", "Why the vote matter.", "Why 7 reasons matter?"]
+    marked = ["Happy Monday! " + t for t in texts]
+    gap = {}
+    for method in ("naive", "deconfoundlm"):
+        (reward,) = api.train(result, method, representation="phi", cfg=tcfg)
+        gap[method] = float(np.mean(reward(marked) - reward(texts)))
+    assert gap["naive"] > 0.2                       # ~ the Monday effect leaks in
+    assert abs(gap["deconfoundlm"]) < 0.1
+
+
+def test_reward_round_trips_through_orbax(marker_log, tmp_path):
+    import dataclasses
+    import json
+
+    from dlm.rewards import TrainerConfig
+    from dlm.train.checkpoint import Checkpointer
+
+    result = api.fit(marker_log, text="phi", folds=2)
+    (reward,) = api.train(result, "deconfoundlm", representation="ngrams", dim=8,
+                          cfg=TrainerConfig(steps=20, batch_size=128))
+    api.save_reward(reward, tmp_path / "r")
+    rep = reward.backbone.represent
+    like = {"params": reward.params, "representation": {
+        "projection_FxD": rep.projection_FxD, "mean_D": rep.mean_D, "sd_D": rep.sd_D}}
+    with Checkpointer(tmp_path / "r" / "checkpoints") as ck:
+        params = ck.restore_params()
+        saved = ck.restore(0, like)["representation"]
+    texts = list(marker_log.content[:50])
+    again = dataclasses.replace(reward, params=params)
+    np.testing.assert_allclose(again(texts), reward(texts), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(saved["projection_FxD"], rep.projection_FxD)
+    meta = json.loads((tmp_path / "r" / "reward.json").read_text())
+    assert meta["method"] == "deconfoundlm" and meta["offset"] == pytest.approx(reward.offset)
+    assert meta["representation"] == {"kind": "ngrams", "n_features": rep.n_features,
+                                      "ngram_range": list(rep.ngram_range)}
+
+
+def test_reward_method_errors_come_first():
+    with pytest.raises(ValueError, match="unknown reward method 'magic'"):
+        api.check_reward_method("magic")
+    with pytest.raises(ValueError, match="needs interventional data"):
+        api.check_reward_method("oracle")

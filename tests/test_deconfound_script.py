@@ -196,3 +196,20 @@ def test_bench_tiny_recovers_weekday_effects(tmp_path):
     assert len(res) == 8 and (res.abs_err < 0.1).all()      # 7 weekdays + audience slope
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert bench["rows"] == 6000 and (tmp_path / "deconfound" / "report.md").is_file()
+
+
+def test_train_reward_flag(tmp_path, capsys):
+    synthetic_frame(600, seed=3).to_csv(tmp_path / "log.csv", index=False)
+    base = ["--data", str(tmp_path / "log.csv"), *ARGS]
+    assert deconfound.main(base + ["--train-reward", "oracle", "--out", str(tmp_path / "bad")]) == 2
+    assert "needs interventional data" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    out = tmp_path / "out"
+    assert deconfound.main(base + ["--train-reward", "deconfoundlm", "--reward-dim", "8",
+                                   "--set", "steps=30", "--out", str(out)]) == 0
+    assert (out / "rewards" / "deconfoundlm" / "reward.json").is_file()
+    assert (out / "rewards" / "deconfoundlm" / "checkpoints" / "0").is_dir()
+    scores = pd.read_csv(out / "reward_scores.csv")
+    assert scores.rows.sum() == 600 and scores.score_deconfoundlm.notna().all()
+    curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert curve[-1]["step"] == 30 and "## Reward model" in (out / "report.md").read_text()
+    assert json.loads((out / "config.json").read_text())["trainer"]["steps"] == 30
