@@ -32,7 +32,6 @@ from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
 from dlm.train.step import TrainState, make_train_step
 
 
-
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
     steps: int = 600
@@ -47,6 +46,11 @@ class TrainerConfig:
     max_len: int = 64             # tokens per text (freeze_trunk=False)
     clip_norm: float = 0.0        # freeze_trunk=False only (knob values then train one by one)
     log_every: int = 100
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.l2 < 0 or self.bins < 1:
+            raise ValueError(f"TrainerConfig needs steps, batch_size, bins >= 1, lr > 0, l2 >= 0; "
+                             f"got {self}")
 
 
 # ---- confounders as arrays -------------------------------------------------------------------
@@ -162,10 +166,20 @@ class Head(nn.Module):
         return out
 
 
-class _Frozen:
-    """Head on a fixed representation: text inputs are the representation's rows."""
+class _Backbone:
+    """What the trainer needs of a model: text_inputs(texts) -> arrays [U, ...],
+    init(key, inputs, conf) -> params, apply(params, inputs, conf) -> outputs."""
 
     chunk = 1024          # texts scored per call at use (a fixed shape: one compile)
+
+    def score(self, params, inputs: dict, conf):
+        if not hasattr(self, "_score"):
+            self._score = jax.jit(lambda p, i, c: self.apply(p, i, c)["reward"])
+        return self._score(params, inputs, conf)
+
+
+class _Frozen(_Backbone):
+    """Head on a fixed representation: text inputs are the representation's rows."""
 
     def __init__(self, represent, cfg: TrainerConfig, n_conf: int, two_heads: bool):
         self.represent, self.module = represent, Head(cfg.hidden, n_conf, two_heads)
@@ -180,7 +194,7 @@ class _Frozen:
         return self.module.apply({"params": params}, inputs["x"], conf)
 
 
-class _Full:
+class _Full(_Backbone):
     """The whole RewardModel (trunk from a decoder) fine-tuned on token ids."""
 
     chunk = 128
@@ -238,15 +252,9 @@ class TrainedReward:
             inputs = jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[:1], pad, 0)]),
                                   self.backbone.text_inputs(chunk))
             conf = None if self.conf_ref is None else np.tile(self.conf_ref, (size, 1))
-            r = _score(self.backbone, self.params, inputs, conf)
+            r = self.backbone.score(self.params, inputs, conf)
             out.append(np.asarray(r, np.float64)[:len(chunk)])
         return (np.concatenate(out) if out else np.zeros(0)) + self.offset
-
-
-def _score(backbone, params, inputs, conf):
-    if not hasattr(backbone, "_score"):
-        backbone._score = jax.jit(lambda p, i, c: backbone.apply(p, i, c)["reward"])
-    return backbone._score(params, inputs, conf)
 
 
 def _loss_fn(backbone, method: RewardMethod, l2: float):
@@ -322,20 +330,21 @@ def _train_group(backbone, method, name, data, cfg, strengths, seed, n, history)
     state = TrainState.create(params_K, tx)
     strength_K = jnp.asarray([0.0 if s is None else s for s in strengths], jnp.float32)
     rows = _row_stream(n, min(cfg.batch_size, n), seed)
-    metrics = {}
+    key, finals = jax.random.key(seed), []
     for s in range(cfg.steps):
         batch = {"data": data, "rows": rows(s), "strength": strength_K}
-        state, metrics = step(state, batch, jax.random.key(0))
+        state, metrics = step(state, batch, jax.random.fold_in(key, s))
         if (s + 1) % max(cfg.log_every, 1) == 0 or s + 1 == cfg.steps:
-            host = jax.device_get(metrics)
-            for k, st in enumerate(strengths):
-                history.append({"method": name, "strength": st, "step": s + 1,
-                                **{m: float(np.asarray(v).reshape(-1)[k if np.size(v) == K else 0])
-                                   for m, v in host.items()}})
-    host = jax.device_get(metrics)
-    finals = [{m: float(np.asarray(v).reshape(-1)[k if np.size(v) == K else 0])
-               for m, v in host.items()} for k in range(K)]
+            finals = _per_value(jax.device_get(metrics), K)
+            history += [{"method": name, "strength": st, "step": s + 1, **f}
+                        for st, f in zip(strengths, finals)]
     return state.params, finals
+
+
+def _per_value(metrics: dict, K: int) -> list[dict]:
+    """Split step metrics into one dict per knob value (shared scalars are repeated)."""
+    flat = {m: np.asarray(v, np.float64).reshape(-1) for m, v in metrics.items()}
+    return [{m: float(v[k] if v.size == K else v[0]) for m, v in flat.items()} for k in range(K)]
 
 
 def train_reward(method: str | RewardMethod, targets: Targets, represent=None,
