@@ -168,6 +168,8 @@ def test_registry_and_clear_errors():
     log = type("L", (), {"source": "mylog.csv"})()
     with pytest.raises(ValueError, match="mylog.csv: the oracle needs interventional data"):
         M.oracle_targets(MethodContext(log=log))
+    with pytest.raises(ValueError, match="file a.csv, row 2, column 'target': value is not finite"):
+        Targets(np.array(["x", "y"]), np.array([0.0, np.nan]), np.ones(2), {}, source="a.csv")
 
 
 # ---- acceptance on tiny headline worlds ----------------------------------------------------------

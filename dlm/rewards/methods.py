@@ -28,7 +28,7 @@ import numpy as np
 
 from dlm.causal import crossfit
 from dlm.causal.fit import EstimatorConfig
-from dlm.data.log import Confounder, ObservationalLog
+from dlm.data.log import Confounder, LogValidationError, ObservationalLog
 from dlm.train.losses import binomial_logit_weights, reward_regression
 
 DEFAULT_KNOB: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
@@ -42,15 +42,19 @@ class Targets:
     target: np.ndarray                        # [N] float (logit CTR, or a real outcome)
     weight: np.ndarray                        # [N] regression weights, mean 1
     confounders: Mapping[str, Confounder]     # [N] each: conditioned's inputs, penalties' bins
+    source: str = "<targets>"                 # where the rows came from, for error messages
 
     def __post_init__(self):
         n = len(self.content)
         for name in ("target", "weight"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"Targets: {name} has {len(getattr(self, name))} rows, content {n}")
-        if not np.all(np.isfinite(self.target)):
-            row = int(np.flatnonzero(~np.isfinite(self.target))[0])
-            raise ValueError(f"Targets: target row {row + 1} is not finite")
+                raise LogValidationError(f"has {len(getattr(self, name))} rows, content has {n}",
+                                         source=self.source, column=name)
+        for name in ("target", "weight"):
+            bad = ~np.isfinite(np.asarray(getattr(self, name), np.float64))
+            if bad.any():
+                raise LogValidationError("value is not finite", source=self.source,
+                                         row=int(np.flatnonzero(bad)[0]) + 1, column=name)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -101,7 +105,8 @@ def _weights(log: ObservationalLog) -> np.ndarray:
 def log_targets(log: ObservationalLog, target: np.ndarray | None = None) -> Targets:
     """The log's texts with `target` (default its empirical logit) and binomial weights."""
     target = log.logit_outcome() if target is None else np.asarray(target, np.float64)
-    return Targets(np.asarray(log.content), target, _weights(log), dict(log.confounders))
+    return Targets(np.asarray(log.content), target, _weights(log), dict(log.confounders),
+                   source=log.source)
 
 
 def naive_targets(ctx: MethodContext) -> Targets:
