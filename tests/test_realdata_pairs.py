@@ -15,7 +15,8 @@ def make_log(group, headline, clicks, views, lede=None, week=None):
         confounders={"week": Confounder("time", week, levels)},
         successes=np.asarray(clicks, float), trials=np.asarray(views, float),
         context=np.array(lede if lede is not None else [f"lede {g}" for g in group], dtype=object),
-        group=np.asarray(group, np.int32), group_labels=tuple(f"t{i}" for i in range(max(group) + 1)))
+        group=np.asarray(group, np.int32),
+        group_labels=tuple(f"t{i}" for i in range(max(group) + 1)))
 
 
 def test_stories_link_tests_sharing_a_lede_or_a_headline_not_an_empty_lede():
@@ -38,7 +39,8 @@ def test_split_keeps_stories_whole_and_follows_the_fractions():
     # tests 2k and 2k+1 share a lede: 200 stories of two tests
     lede = [f"story {g // 2}" for g in group]
     head = [f"h{g}-{i}" for g, i in zip(group, np.tile([0, 1], n_tests))]
-    log = make_log(group.tolist(), head, rng.integers(0, 10, 2 * n_tests), [100] * (2 * n_tests), lede)
+    clicks = rng.integers(0, 10, 2 * n_tests)
+    log = make_log(group.tolist(), head, clicks, [100] * (2 * n_tests), lede)
     split = P.split_tests(log, (0.6, 0.2, 0.2), seed=3)
     assert np.all(split[0::2] == split[1::2])          # a story never straddles splits
     shares = np.bincount(split, minlength=3) / n_tests
@@ -54,7 +56,8 @@ def test_headline_arms_sum_the_image_arms_of_one_headline():
     log = make_log(group=[0, 0, 0, 1, 1], headline=["A", "A  ", "B", "A", "C"],
                    clicks=[3, 5, 4, 1, 2], views=[100, 200, 150, 50, 60], week=[2, 2, 2, 5, 5])
     arms = P.headline_arms(log)
-    got = {(int(g), h): (s, n) for g, h, s, n in zip(arms.group, arms.content, arms.successes, arms.trials)}
+    got = {(int(g), h): (s, n)
+           for g, h, s, n in zip(arms.group, arms.content, arms.successes, arms.trials)}
     assert got == {(0, "A"): (8, 300), (0, "B"): (4, 150), (1, "A"): (1, 50), (1, "C"): (2, 60)}
     assert list(arms.confounders["week"].values) == [2, 2, 5, 5]
 
@@ -73,7 +76,8 @@ def test_within_test_pairs_orient_by_ctr_and_match_a_hand_computed_z():
     assert pairs.p[k] == pytest.approx(0.001402, rel=1e-3)
     assert set(pairs.group) == {0}
     strict = P.within_test_pairs(make_log(
-        group=[0, 0, 0], headline=["a", "b", "c"], clicks=[10, 30, 11], views=[1000] * 3), alpha=0.05)
+        group=[0, 0, 0], headline=["a", "b", "c"], clicks=[10, 30, 11], views=[1000] * 3),
+        alpha=0.05)
     assert len(strict) == 2 and np.all(strict.p < 0.05)  # 10 vs 11 is not significant
 
 
@@ -83,7 +87,8 @@ def test_one_arm_per_test_is_seeded_and_uniform():
     rows = P.one_arm_per_test(log, seed=1)
     assert sorted(np.asarray(log.group)[rows]) == [0, 1, 2]
     np.testing.assert_array_equal(rows, P.one_arm_per_test(log, seed=1))
-    counts = np.bincount(np.concatenate([P.one_arm_per_test(log, s) for s in range(3000)]), minlength=6)
+    picks = np.concatenate([P.one_arm_per_test(log, s) for s in range(3000)])
+    counts = np.bincount(picks, minlength=6)
     np.testing.assert_allclose(counts[:3] / 3000, 1 / 3, atol=0.03)
     np.testing.assert_allclose(counts[3:5] / 3000, 1 / 2, atol=0.03)
     assert counts[5] == 3000
@@ -107,7 +112,8 @@ def test_auc_table_pairs_methods_on_the_same_resamples():
     assert (table.auc_lo <= table.auc).all() and (table.auc <= table.auc_hi).all()
     assert table.loc["naive", ["vs_naive", "vs_lo", "vs_hi"]].tolist() == [0.0, 0.0, 0.0]
     # identical scores: identical AUCs on every resample
-    assert table.loc["good", ["auc_lo", "auc_hi"]].tolist() == table.loc["copy", ["auc_lo", "auc_hi"]].tolist()
+    ci = ["auc_lo", "auc_hi"]
+    assert table.loc["good", ci].tolist() == table.loc["copy", ci].tolist()
     assert table.loc["good", "vs_lo"] > 0            # clearly better than noise, paired
     assert (table.n_pairs == groups.size).all()
     one = P.auc_table({"good": good}, np.zeros(groups.size), n_boot=50)   # one test: no spread
