@@ -101,7 +101,8 @@ def _sft_config(cfg: CompareConfig):
     return SFTConfig(model=cfg.policy_model, steps=cfg.sft_steps, batch_size=cfg.sft_batch,
                      max_len=cfg.max_len, max_prompt_len=cfg.max_prompt_len, lr=cfg.sft_lr,
                      warmup_steps=max(1, cfg.sft_steps // 10), val_fraction=cfg.heldout_fraction,
-                     n_stories=cfg.n_stories, seed=cfg.first_seed, max_new_tokens=cfg.max_new_tokens)
+                     n_stories=cfg.n_stories, seed=cfg.first_seed,
+                     max_new_tokens=cfg.max_new_tokens)
 
 
 def build_worlds(cfg: CompareConfig, data: pathlib.Path | None):
@@ -226,8 +227,8 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
     bar = tqdm(total=len(seeds) * len(names), desc="seeds x methods", disable=not progress)
     for seed in seeds:
         sample = world.sample(jax.random.key(seed), cfg.n_postings)
-        pool = sample_pool(policy[0], policy[1], policy[2], ledes, cfg.best_of, jax.random.key(seed),
-                           cfg.max_new_tokens, cfg.temperature, max_prompt_len=cfg.max_prompt_len)
+        pool = sample_pool(*policy, ledes, cfg.best_of, jax.random.key(seed), cfg.max_new_tokens,
+                           cfg.temperature, max_prompt_len=cfg.max_prompt_len)
         h = held_out(world_held, pool, world.true_effect, cfg.marker_effect, seed)
         base = {"seed": seed, "entanglement": cfg.entanglement}
         rows.append({**base, "method": "sft", "strength": np.nan, **_sft_row(h)})
@@ -249,7 +250,8 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
             bar.update(1)
     bar.close()
     frame = pd.DataFrame(rows)
-    frame = frame.reindex(columns=["seed", "entanglement", "method", "strength", *METRICS, "seconds"])
+    frame = frame.reindex(columns=["seed", "entanglement", "method", "strength", *METRICS,
+                                   "seconds"])
     frame["normalised_objective"] = _normalised(frame)
     info["total_s"] = time.perf_counter() - t0
     info["n_heldout_texts"], info["n_pairs"] = len(h.texts), len(h.pairs)
@@ -264,7 +266,8 @@ def _normalised(frame: pd.DataFrame) -> pd.Series:
         sft = sub.loc[sub.method == "sft", "objective"]
         ora = sub.loc[sub.method == "oracle", "objective"]
         if len(sft) and len(ora):
-            out[sub.index] = cm.normalised_objective(sub.objective.to_numpy(), sft.iloc[0], ora.iloc[0])
+            out[sub.index] = cm.normalised_objective(sub.objective.to_numpy(), sft.iloc[0],
+                                                     ora.iloc[0])
     return out
 
 
@@ -326,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entanglement", type=float, default=None,
                         help="entanglement of the confounders with causal text features")
     parser.add_argument("--data", type=pathlib.Path, default=None,
-                        help="Upworthy CSV(.gz) whose stories the world uses (default: built-in corpus)")
+                        help="Upworthy CSV(.gz) whose stories the world uses "
+                             "(default: built-in corpus)")
     args = parser.parse_args(argv)
     cfg = cli.resolve_config(args, PRESETS)
     if args.entanglement is not None:

@@ -130,7 +130,8 @@ def test_full_fine_tune_learns_a_byte_level_rule():
 
     rng = np.random.default_rng(0)
     words = ["cat", "dog", "sun", "tree", "blue", "red"]
-    texts = [" ".join(rng.choice(words, 3)) + ("?" if rng.random() < 0.5 else "") for _ in range(64)]
+    texts = [" ".join(rng.choice(words, 3)) + ("?" if rng.random() < 0.5 else "")
+             for _ in range(64)]
     y = np.array([float(t.endswith("?")) for t in texts])
     day = Confounder("categorical", rng.integers(0, 2, 64), ("a", "b"))
     targets = Targets(np.array(texts, object), y, np.ones(64), {"day": day})
@@ -170,6 +171,35 @@ def test_registry_and_clear_errors():
         M.oracle_targets(MethodContext(log=log))
     with pytest.raises(ValueError, match="file a.csv, row 2, column 'target': value is not finite"):
         Targets(np.array(["x", "y"]), np.array([0.0, np.nan]), np.ones(2), {}, source="a.csv")
+
+
+# ---- representations ------------------------------------------------------------------------------
+def test_ngram_svd_is_standardised_on_its_texts_and_deterministic():
+    texts = [f"{w} story number {i}?" if i % 3 else f"You {w} {i}" for i, w in
+             enumerate(["cat", "dog", "sun", "tree"] * 10)]
+    rep = fit_representation("ngrams", texts, dim=8)
+    H = rep(list(dict.fromkeys(texts)))
+    assert H.shape == (len(set(texts)), 8) and rep.dim == 8
+    np.testing.assert_allclose(H.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(H.std(0), 1, atol=1e-3)
+    np.testing.assert_array_equal(H, fit_representation("ngrams", texts, dim=8)(
+        list(dict.fromkeys(texts))))
+
+
+def test_trunk_states_pool_only_real_tokens():
+    from dlm.data.tokenizer import ByteTokenizer
+    from dlm.models.decoder import PRESETS, init_params
+    from dlm.rewards import TrunkStates
+
+    cfg = dataclasses.replace(PRESETS["tiny"], n_layers=1)
+    rep = TrunkStates(init_params(cfg, jax.random.key(0)), cfg, ByteTokenizer(), max_len=16,
+                      batch_size=4)
+    alone = rep(["a much longer headline"])
+    mixed = rep(["hi", "a much longer headline", "x", "y", "z"])    # two batches, padding
+    np.testing.assert_allclose(mixed[1], alone[0], rtol=1e-5, atol=1e-5)
+    fitted = rep.fit(["hi", "there", "a much longer headline"])
+    np.testing.assert_allclose(fitted(["hi", "there", "a much longer headline"]).mean(0), 0,
+                               atol=1e-4)
 
 
 # ---- acceptance on tiny headline worlds ----------------------------------------------------------

@@ -149,7 +149,8 @@ def estimator_text(ctx: MethodContext) -> np.ndarray:
 def deconfoundlm_targets(ctx: MethodContext) -> Targets:
     """Outcome minus the cross-fitted g(C) estimated jointly with the text term."""
     est = dataclasses.replace(ctx.estimator, seed=ctx.seed)
-    return log_targets(ctx.log, crossfit.deconfound(ctx.log, estimator_text(ctx), est).logit_adjusted)
+    adjusted = crossfit.deconfound(ctx.log, estimator_text(ctx), est)
+    return log_targets(ctx.log, adjusted.logit_adjusted)
 
 
 # ---- penalties -----------------------------------------------------------------------------

@@ -118,10 +118,13 @@ class TrunkStates:
         out = []
         for start in range(0, len(texts), self.batch_size):  # fixed batch shape: one compile
             chunk = texts[start:start + self.batch_size]
-            tokens, lengths = encode_texts(self.tokenizer, chunk + [""] * (self.batch_size - len(chunk)),
-                                           self.max_len)
-            out.append(np.asarray(_mean_pooled(self.cfg, self.params, tokens, lengths))[:len(chunk)])
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+            padded = chunk + [""] * (self.batch_size - len(chunk))
+            tokens, lengths = encode_texts(self.tokenizer, padded, self.max_len)
+            H = _mean_pooled(self.cfg, self.params, tokens, lengths)
+            out.append(np.asarray(H)[:len(chunk)])
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(out).astype(np.float32)
 
     def fit(self, texts: Sequence[str]) -> "TrunkStates":
         """The same trunk with its columns standardised on `texts`."""
@@ -143,7 +146,8 @@ class Features:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         H = np.asarray(self.fn(_texts(texts)), np.float32)
         if H.ndim != 2 or H.shape[1] != self.dim:
-            raise ValueError(f"Features: featuriser returned shape {H.shape}, expected [N, {self.dim}]")
+            raise ValueError(f"Features: featuriser returned shape {H.shape}, "
+                             f"expected [N, {self.dim}]")
         return H
 
 

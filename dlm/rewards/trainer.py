@@ -100,7 +100,8 @@ class ConfounderEncoder:
     def _values(self, confounders: Mapping[str, Confounder]) -> list[np.ndarray]:
         missing = [n for n in self.names if n not in confounders]
         if missing:
-            raise ValueError(f"confounders {missing} missing; the reward was trained with {self.names}")
+            raise ValueError(f"confounders {missing} missing; the reward was trained with "
+                             f"{self.names}")
         return [np.asarray(confounders[n].values) for n in self.names]
 
     def _columns(self, values: list[np.ndarray]) -> np.ndarray:
@@ -123,7 +124,8 @@ class ConfounderEncoder:
             if kind == "categorical":
                 out.append(np.eye(L, dtype=np.float32)[np.asarray(v, np.int64)])
             else:
-                out.append(np.eye(len(q) + 1, dtype=np.float32)[np.searchsorted(q, v, side="right")])
+                codes = np.searchsorted(q, v, side="right")
+                out.append(np.eye(len(q) + 1, dtype=np.float32)[codes])
         return np.concatenate(out, axis=1)
 
     def reference(self, c_ref: Mapping[str, Any] | None = None) -> np.ndarray:
@@ -132,9 +134,11 @@ class ConfounderEncoder:
         c_ref = dict(c_ref or {})
         unknown = set(c_ref) - set(self.names)
         if unknown:
-            raise ValueError(f"c_ref names unknown confounders {sorted(unknown)}; known: {self.names}")
+            raise ValueError(f"c_ref names unknown confounders {sorted(unknown)}; "
+                             f"known: {self.names}")
         values = []
-        for name, kind, levels, default in zip(self.names, self.kinds, self.levels, self.default_ref):
+        rows = zip(self.names, self.kinds, self.levels, self.default_ref)
+        for name, kind, levels, default in rows:
             v = c_ref.get(name, default)
             if kind == "categorical" and isinstance(v, str):
                 if v not in levels:
@@ -291,7 +295,8 @@ def _device_data(backbone, encoder: ConfounderEncoder, targets: Targets, offset:
     """Every training array once on device; a step only sends its row indices."""
     uniq, text_row = np.unique(np.asarray(targets.content).astype(str), return_inverse=True)
     bins = encoder.bin_onehot(targets.confounders)
-    host = {"text": backbone.text_inputs(list(uniq)), "text_row": text_row.reshape(-1).astype(np.int32),
+    host = {"text": backbone.text_inputs(list(uniq)),
+            "text_row": text_row.reshape(-1).astype(np.int32),
             "conf": encoder.columns(targets.confounders),
             "target": (np.asarray(targets.target, np.float64) - offset).astype(np.float32),
             "weight": np.asarray(targets.weight, np.float32),
@@ -348,7 +353,8 @@ def _per_value(metrics: dict, K: int) -> list[dict]:
 
 
 def train_reward(method: str | RewardMethod, targets: Targets, represent=None,
-                 cfg: TrainerConfig = TrainerConfig(), strengths: Sequence[float | None] | None = None,
+                 cfg: TrainerConfig = TrainerConfig(),
+                 strengths: Sequence[float | None] | None = None,
                  seed: int = 0, c_ref: Mapping[str, Any] | None = None, trunk=None,
                  name: str | None = None, history: list | None = None) -> list[TrainedReward]:
     """Train `method`'s reward on `targets`; one TrainedReward per strength.
@@ -364,7 +370,8 @@ def train_reward(method: str | RewardMethod, targets: Targets, represent=None,
         strengths = m.knob or (None,)
     strengths = tuple(strengths)
     if m.penalty_fn is not None and any(s is None for s in strengths):
-        raise ValueError(f"method {name!r} has a penalty: give numeric strengths (its knob is {m.knob})")
+        raise ValueError(f"method {name!r} has a penalty: give numeric strengths "
+                         f"(its knob is {m.knob})")
     n = len(targets.content)
     if n < 2:
         raise ValueError(f"method {name!r}: {n} training rows are too few")
@@ -377,7 +384,8 @@ def train_reward(method: str | RewardMethod, targets: Targets, represent=None,
         groups = [strengths]                        # all knob values in one stacked run
     else:
         if trunk is None:
-            raise ValueError("freeze_trunk=False needs trunk=(decoder params, DecoderConfig, tokenizer)")
+            raise ValueError("freeze_trunk=False needs trunk=(decoder params, DecoderConfig, "
+                             "tokenizer)")
         backbone = _Full(trunk, cfg, n_conf, m.two_heads)
         groups = [(s,) for s in strengths]          # one by one: clipping would couple them
     w = np.asarray(targets.weight, np.float64)
