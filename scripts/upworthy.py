@@ -195,8 +195,23 @@ def run(cfg: UpworthyConfig, log, eval_log=None, progress: bool = False):
 RESULT_COLUMNS = ["method", "representation", "auc", "auc_lo", "auc_hi", "n_pairs"]
 
 
+def selection_lines(history: list[dict]) -> list[str]:
+    """What validation picked per representation and method: the l2 of a linear model,
+    or the step of the trunk's best checkpoint."""
+    if not history:
+        return []
+    h = pd.DataFrame(history)
+    lines = []
+    for (rep, method), g in h.groupby(["representation", "method"], sort=False):
+        best = g.loc[g["val_loss"].idxmin()] if g["val_loss"].notna().any() else g.iloc[-1]
+        linear = pd.notna(best.get("l2", np.nan))     # linear rows carry l2, trunk rows step
+        knob = f"l2 {best['l2']:g}" if linear else f"step {int(best['step'])}"
+        lines.append(f"{rep}/{method}: {knob} (validation loss {best['val_loss']:.4f})")
+    return ["- validation picked " + "; ".join(lines) + "."]
+
+
 def summary_text(results: pd.DataFrame, d: dict, cfg: UpworthyConfig, timings: dict,
-                 wall_s: float, eval_source: str) -> str:
+                 wall_s: float, eval_source: str, history: list[dict] = ()) -> str:
     fmt = lambda r: f"{r.auc:.3f} [{r.auc_lo:.3f}, {r.auc_hi:.3f}]"  # noqa: E731
     wide = results.assign(cell=[fmt(r) for r in results.itertuples()]).pivot(
         index="method", columns="representation", values="cell")
@@ -226,6 +241,7 @@ def summary_text(results: pd.DataFrame, d: dict, cfg: UpworthyConfig, timings: d
         f"headlines ({int(d['pair_val'].sum()):,} validation)"
         + ("" if cfg.train_pair_alpha >= 1 else f", p < {cfg.train_pair_alpha}") + ".",
         *[f"- {n}." for n in d["notes"]],
+        *selection_lines(list(history)),
         "\n## Time\n",
         f"- wall time {wall_s:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ").",
@@ -280,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     results, d, adjusted, history, timings = run(cfg, log, eval_log, progress=sys.stderr.isatty())
     wall = time.perf_counter() - t0
     source = f"the test split of {args.data}" if eval_log is None else str(args.eval_data)
-    text = summary_text(results, d, cfg, timings, wall, source)
+    text = summary_text(results, d, cfg, timings, wall, source, history)
     write_outputs(args.out, results, d, adjusted, history, cfg, args, text)
     print(text)
     return 0

@@ -131,6 +131,18 @@ def test_trunk_representation_end_to_end(synthetic_csv, tmp_path):
     assert ((res.auc_lo <= res.auc) & (res.auc <= res.auc_hi)).all()
     rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == METHODS
+    assert "validation picked trunk/experimental: step" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_selection_lines_report_the_lowest_validation_loss():
+    history = [{"representation": "ngram", "method": "naive", "l2": 1e-4, "val_loss": 0.5},
+               {"representation": "ngram", "method": "naive", "l2": 1e-3, "val_loss": 0.4},
+               {"representation": "trunk", "method": "naive", "step": 80, "val_loss": 0.3},
+               {"representation": "trunk", "method": "naive", "step": 160, "val_loss": 0.35}]
+    assert S.selection_lines(history) == [
+        "- validation picked ngram/naive: l2 0.001 (validation loss 0.4000); "
+        "trunk/naive: step 80 (validation loss 0.3000)."]
+    assert S.selection_lines([]) == []
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
