@@ -29,7 +29,8 @@ from dlm.eval.stats import format_mean_se, format_table, mean_se, summarise
 from dlm.policy import sft
 from dlm.policy.best_of_n import sample_pool
 from dlm.policy.dpo import DPOConfig, pairs_from_pool, preference_data, train_dpo
-from dlm.policy.evaluate import METRICS, generation_metrics, policy_generations
+from dlm.policy.evaluate import (METRICS, generation_metrics, kl_to_reference,
+                                 policy_generations)
 from sims.featurise import FEATURES, phi
 
 
@@ -107,11 +108,13 @@ def run_seed(cfg, seed, policy, sft_cfg, train_ledes, out: pathlib.Path, quiet: 
 
 
 def evaluate(cfg, seed, params, policy, sft_cfg, val_ledes, tau_fn):
+    """generation_metrics (+ kl_to_ref, the drift from SFT) and the texts of one seed."""
     pool = policy_generations(params, policy.model_cfg, policy.tokenizer, val_ledes, seed,
                               cfg.n_generations, cfg.max_new_tokens, cfg.temperature,
                               sft_cfg.max_prompt_len, cfg.gen_batch_size)
     texts = pool.flat_texts()
-    return generation_metrics(texts, tau_fn), texts
+    kl = kl_to_reference(pool, policy.params, policy.model_cfg)
+    return {**generation_metrics(texts, tau_fn), "kl_to_ref": kl}, texts
 
 
 def paired_points(frame: pd.DataFrame) -> tuple[float, float]:
@@ -121,7 +124,7 @@ def paired_points(frame: pd.DataFrame) -> tuple[float, float]:
 
 
 def _summary_md(cfg, frame, source, sft_dir, seconds) -> str:
-    metrics = ["digit_share", "objective", "marker_rate", "mean_words", "distinct_share"]
+    metrics = ["digit_share", "objective", "kl_to_ref", "mean_words", "distinct_share"]
     table = format_table(summarise(frame, "policy", metrics))
     diff, se = paired_points(frame)
     verdict = "meets" if diff >= cfg.target_points else "does NOT meet"
@@ -139,6 +142,8 @@ def _summary_md(cfg, frame, source, sft_dir, seconds) -> str:
             ["seed", "n_pairs", "pool_digit_share", "dpo_loss", "dpo_reward_accuracy"]]
             .astype({"n_pairs": int})),
         f"objective = mean true effect tau of the generations under the headline world; "
+        f"kl_to_ref = mean log pi(y) - log pi_sft(y) over the generations (nats; KL(pi || "
+        f"SFT) at temperature 1): how far DPO moved the policy; "
         f"wall time {seconds:.0f} s. Samples: samples.md.", ""]
     return "\n".join(lines)
 

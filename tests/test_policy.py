@@ -13,7 +13,7 @@ from dlm.policy.best_of_n import best_indices, pick_best, sample_pool, score_poo
 from dlm.policy.dpo import (DPOConfig, pairs_from_pool, policy_logprobs, preference_data,
                             rank_pairs, train_dpo)
 from dlm.policy.evaluate import (best_of_n_pool, evaluate_best_of_n, evaluate_policy,
-                                 generation_metrics)
+                                 generation_metrics, kl_to_reference)
 from dlm.policy.reinforce import ReinforceConfig, sequence_kl, train_reinforce
 from dlm.sample import sequence_logprobs
 
@@ -134,6 +134,13 @@ def test_kl_term_is_zero_at_the_reference(params, pool):
     assert np.all(np.asarray(sequence_kl(other, params, CFG, *seqs)) != 0.0)
 
 
+def test_kl_to_reference_is_zero_for_the_reference_and_positive_away_from_it(params, pool):
+    assert kl_to_reference(pool, params, CFG) == pytest.approx(0.0, abs=1e-3)
+    other = init_params(CFG, jax.random.key(5))
+    far = sample_pool(other, CFG, TOK, LEDES, n=4, key=jax.random.key(1), max_new_tokens=8)
+    assert kl_to_reference(far, params, CFG) > 0.01         # two near-uniform random models
+
+
 def test_reinforce_raises_a_toy_reward(params, tmp_path):
     rcfg = ReinforceConfig(steps=25, prompts_per_step=3, k=4, kl_coef=0.01, lr=1e-2,
                            warmup_steps=1, max_new_tokens=8, max_prompt_len=32, log_every=1)
@@ -170,6 +177,9 @@ def test_evaluate_policy_uses_fixed_seeds_and_enough_generations(params):
     b = evaluate_policy(params, CFG, TOK, LEDES, None, **kw)
     assert list(a["seed"]) == [0, 1] and (a["n_generations"] == 9).all()   # 3 ledes x 3
     pd.testing.assert_frame_equal(a, b)
+    assert a["kl_to_ref"].isna().all()                        # no reference given
+    c = evaluate_policy(params, CFG, TOK, LEDES, None, ref_params=params, **kw)
+    np.testing.assert_allclose(c["kl_to_ref"], 0.0, atol=1e-3)  # the reference itself
     pools = [best_of_n_pool(params, CFG, TOK, LEDES, s, n=2, n_generations=7, max_new_tokens=6,
                             max_prompt_len=32) for s in (0, 1)]
     bon = evaluate_best_of_n(pools, byte_sum, None)

@@ -22,6 +22,7 @@ from dlm.data.tokenizer import Tokenizer
 from dlm.eval.causal_metrics import marker_rate, objective
 from dlm.models.decoder import DecoderConfig
 from dlm.policy.best_of_n import Pool, pick_best, sample_pool
+from dlm.policy.dpo import batched_sequence_logprobs
 from sims.featurise import FEATURES, phi
 
 TauFn = Callable[[Sequence[str]], np.ndarray]
@@ -29,7 +30,7 @@ TauFn = Callable[[Sequence[str]], np.ndarray]
 SHARE_FEATURES: tuple[str, ...] = ("digit", "question", "second_person", "emotive", "this")
 METRICS: tuple[str, ...] = ("objective", "marker_rate", "digit_share", "question_share",
                             "second_person_share", "emotive_share", "this_share", "mean_words",
-                            "empty_share", "distinct_share")
+                            "empty_share", "distinct_share", "kl_to_ref")
 
 
 def generation_metrics(texts: Sequence[str], tau_fn: TauFn | None = None) -> dict[str, float]:
@@ -68,17 +69,32 @@ def policy_generations(params, cfg: DecoderConfig, tok: Tokenizer, ledes: Sequen
                        temperature, max_prompt_len=max_prompt_len, batch_size=batch_size)
 
 
+def kl_to_reference(pool: Pool, ref_params, cfg: DecoderConfig, batch_size: int = 64) -> float:
+    """Mean over the pool's samples of log pi(y) - log ref(y) (sequence log-probs).
+
+    With samples drawn from pi at temperature 1 this estimates KL(pi || ref) in nats per
+    generation: how far an optimiser moved the policy to reach its reward (0 for SFT).
+    """
+    P, N = pool.logprobs_PxN.shape
+    seqs = pool.sequences(np.repeat(np.arange(P), N), np.tile(np.arange(N), P))
+    ref_N = batched_sequence_logprobs(ref_params, cfg, *seqs, batch_size=batch_size)
+    return float(np.mean(pool.logprobs_PxN.reshape(-1) - ref_N))
+
+
 def evaluate_policy(params, cfg: DecoderConfig, tok: Tokenizer, ledes: Sequence[str],
                     tau_fn: TauFn | None, seeds: Sequence[int] = (0, 1, 2),
                     n_generations: int = 500, max_new_tokens: int = 48,
                     temperature: float = 1.0, max_prompt_len: int = 96,
-                    batch_size: int = 256) -> pd.DataFrame:
-    """generation_metrics of the policy's samples, one row per seed (column "seed")."""
+                    batch_size: int = 256, ref_params=None) -> pd.DataFrame:
+    """generation_metrics of the policy's samples, one row per seed (column "seed"); with
+    ref_params (the SFT policy) also kl_to_ref (kl_to_reference; nan without)."""
     rows = []
     for seed in seeds:
         pool = policy_generations(params, cfg, tok, ledes, seed, n_generations, max_new_tokens,
                                   temperature, max_prompt_len, batch_size)
-        rows.append({"seed": int(seed), **generation_metrics(pool.flat_texts(), tau_fn)})
+        kl = math.nan if ref_params is None else kl_to_reference(pool, ref_params, cfg)
+        rows.append({"seed": int(seed), **generation_metrics(pool.flat_texts(), tau_fn),
+                     "kl_to_ref": kl})
     return pd.DataFrame(rows)
 
 
