@@ -17,8 +17,10 @@ C = TypeVar("C")
 
 
 def add_common_args(parser: argparse.ArgumentParser, presets: Mapping[str, Any] | None = None,
-                    default_preset: str = "quick") -> None:
-    """--out (required), --preset, repeated --set FIELD=VALUE."""
+                    default_preset: str = "quick", model_field: str | None = None) -> None:
+    """--out (required), --preset, repeated --set FIELD=VALUE, and --model NAME when the
+    config has a field naming the policy model (`model_field`): --model is sugar for
+    --set <model_field>=NAME, so every script spells the model choice the same way."""
     parser.add_argument("--out", required=True, type=pathlib.Path,
                         help="output directory (created; results.csv, summary.md, plots, config.json)")
     if presets:
@@ -26,6 +28,11 @@ def add_common_args(parser: argparse.ArgumentParser, presets: Mapping[str, Any] 
                             help=f"named configuration (default: {default_preset})")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="FIELD=VALUE", help="override one config field by name; repeatable")
+    if model_field:
+        parser.add_argument("--model", default=None, metavar="NAME",
+                            help="policy model: a decoder preset (tiny, small, base, ...) or a "
+                                 "pretrained LLM (smollm2-135m); default: the preset's")
+        parser.set_defaults(model_field=model_field)
 
 
 def _parse_value(text: str, annotation: Any, current: Any) -> Any:
@@ -70,7 +77,11 @@ def apply_overrides(cfg: C, overrides: list[str]) -> C:
 
 
 def resolve_config(args: argparse.Namespace, presets: Mapping[str, C]) -> C:
-    return apply_overrides(presets[args.preset], args.overrides)
+    """The chosen preset with --model (if the script has it) and then every --set applied."""
+    overrides = list(args.overrides)
+    if getattr(args, "model", None):
+        overrides.insert(0, f"{args.model_field}={args.model}")
+    return apply_overrides(presets[args.preset], overrides)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -41,6 +41,18 @@ def test_preset_then_override(tmp_path):
     assert resolve_config(args, presets) == Cfg(n=500, lr=1.0)
 
 
+def test_model_flag_sets_the_scripts_model_field_and_set_still_wins(tmp_path):
+    parser = argparse.ArgumentParser()
+    presets = {"quick": Cfg(n=5)}
+    add_common_args(parser, presets, model_field="name")
+    args = parser.parse_args(["--out", str(tmp_path), "--model", "smollm2-135m"])
+    assert resolve_config(args, presets) == Cfg(n=5, name="smollm2-135m")
+    args = parser.parse_args(["--out", str(tmp_path), "--model", "x", "--set", "name=y"])
+    assert resolve_config(args, presets).name == "y"
+    args = parser.parse_args(["--out", str(tmp_path)])
+    assert resolve_config(args, presets).name == "a"
+
+
 def test_writes_are_complete_and_leave_no_temporaries(tmp_path):
     write_json(tmp_path / "config.json", Cfg())
     assert json.loads((tmp_path / "config.json").read_text())["seeds"] == [0, 1]
