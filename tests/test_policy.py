@@ -200,3 +200,37 @@ def test_sft_policy_trains_once_then_loads(tmp_path):
         sft.sft_policy(dataclasses.replace(cfg, steps=5), directory=tmp_path / "sft")
     assert sft.sft_cache_dir(cfg, root=tmp_path) != sft.sft_cache_dir(
         dataclasses.replace(cfg, seed=1), root=tmp_path)
+
+
+def _hand_corpus(n=20, suffix=""):
+    from dlm.data.corpus import StoryCorpus
+    return StoryCorpus(
+        story_ids=tuple(f"s{i}" for i in range(n)),
+        contexts=tuple(f"Story {i} about a town{suffix}." for i in range(n)),
+        headlines=tuple((f"Town {i} wins{suffix}", f"Why town {i} matters") for i in range(n)),
+        weeks=np.zeros(n, np.int32), week_labels=("w0",))
+
+
+def test_sft_on_a_given_corpus_splits_it_and_keys_the_cache_by_its_label(tmp_path):
+    import json
+    cfg = dataclasses.replace(sft.PRESETS["tiny"], steps=2, ckpt_every=0, n_samples=2)
+    stories = _hand_corpus()
+    policy = sft.sft_policy(cfg, directory=tmp_path / "a", corpus=(stories, "my stories"))
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    train, val = sft.split_corpus(stories, cfg)   # the split the data file would get
+    assert saved["data"] == "my stories"
+    assert (saved["n_train_stories"], saved["n_val_stories"]) == (len(train), len(val)) == (15, 5)
+    assert saved["n_train_pairs"] == 30            # two headlines per training story
+    # the second call loads the finished run; a different corpus under the same label does not
+    again = sft.sft_policy(cfg, directory=tmp_path / "a", corpus=(stories, "my stories"))
+    for x, y in zip(jax.tree.leaves(policy.params), jax.tree.leaves(again.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(SystemExit, match="corpus_fingerprint"):
+        sft.sft_policy(cfg, directory=tmp_path / "a", corpus=(_hand_corpus(suffix="!"), "my stories"))
+    keys = {sft.sft_cache_dir(cfg, root=tmp_path, corpus=c) for c in
+            [(stories, "my stories"), (stories, "other label"), (_hand_corpus(suffix="!"), "my stories")]}
+    assert len(keys) == 3 and sft.sft_cache_dir(cfg, root=tmp_path) not in keys
+    with pytest.raises(ValueError, match="not both"):
+        sft.train_sft(cfg, tmp_path / "b", data=tmp_path / "x.csv", corpus=(stories, "my stories"))
+    with pytest.raises(TypeError, match="source_label"):
+        sft.sft_policy(cfg, directory=tmp_path / "c", corpus=stories)

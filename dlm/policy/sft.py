@@ -5,8 +5,10 @@ SFT policy every optimiser starts from and is regularised towards.
     policy = sft_policy(cfg, data=None, directory=d)  # the same, or load it if d holds it
 
 Without `data` it trains on the built-in template corpus (sims.builtin_corpus); with a
-path it reads an Upworthy archive. Stories are split into train/val (`split_corpus`), so
-validation ledes are unseen; later stages use the same split for held-out ledes.
+path it reads an Upworthy archive; `corpus=(StoryCorpus, label)` trains on any story
+corpus (the label names it in config.json and the cache key). Stories are split into
+train/val (`split_corpus`), so validation ledes are unseen; later stages use the same
+split for held-out ledes.
 scripts.train_sft is the command line over this module.
 """
 from __future__ import annotations
@@ -81,14 +83,39 @@ class SFTPolicy(NamedTuple):
 
 
 # ---- data --------------------------------------------------------------------------------
-def load_corpus(data: pathlib.Path | None, cfg: SFTConfig) -> tuple[StoryCorpus, str]:
-    """The Upworthy stories at `data`, or the built-in template corpus."""
+def load_corpus(data: pathlib.Path | None, cfg: SFTConfig,
+                corpus: tuple[StoryCorpus, str] | None = None) -> tuple[StoryCorpus, str]:
+    """(stories, source label): the given `corpus`, the Upworthy stories at `data`, or the
+    built-in template corpus."""
+    if corpus is not None:
+        return _check_corpus_arg(data, corpus)
     if data is None:
         from sims.builtin_corpus import builtin_corpus
         return builtin_corpus(n_stories=cfg.n_stories, seed=cfg.seed), "built-in template corpus"
     from dlm.data.corpus import stories_from_log
     from dlm.data.upworthy import load_upworthy
     return stories_from_log(load_upworthy(data)), str(data)
+
+
+def _check_corpus_arg(data, corpus) -> tuple[StoryCorpus, str]:
+    """`corpus` must be a (StoryCorpus, non-empty label) tuple and excludes `data`."""
+    if data is not None:
+        raise ValueError(f"give either data ({data}) or corpus, not both")
+    if not (isinstance(corpus, tuple) and len(corpus) == 2 and isinstance(corpus[0], StoryCorpus)
+            and isinstance(corpus[1], str) and corpus[1]):
+        raise TypeError("corpus must be a (StoryCorpus, source_label: str) tuple, got "
+                        f"{type(corpus).__name__}")
+    return corpus
+
+
+def corpus_fingerprint(corpus: StoryCorpus) -> str:
+    """A short hash of the stories' text, so a cache keyed by a corpus label is never
+    reused for a different corpus carrying the same label."""
+    import hashlib
+    h = hashlib.sha256()
+    for sid, ctx, heads in zip(corpus.story_ids, corpus.contexts, corpus.headlines):
+        h.update(json.dumps([sid, ctx, list(heads)]).encode())
+    return h.hexdigest()[:16]
 
 
 def split_corpus(corpus: StoryCorpus, cfg: SFTConfig, source: str = "corpus"
@@ -210,20 +237,26 @@ def _check_resume(out: pathlib.Path, resume: bool) -> None:
 
 
 def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = None,
-              resume: bool = False, quiet: bool = False) -> dict:
+              resume: bool = False, quiet: bool = False,
+              corpus: tuple[StoryCorpus, str] | None = None) -> dict:
     """Train, evaluate and write every output (config.json, metrics.jsonl, checkpoints/,
-    samples.md, summary.md) to `out`; returns the summary numbers, params and model_cfg."""
+    samples.md, summary.md) to `out`; returns the summary numbers, params and model_cfg.
+
+    The stories come from `corpus=(StoryCorpus, label)` when given (then `data` must be
+    None), else from `data` or the built-in corpus; either way split by `split_corpus`."""
     out = pathlib.Path(out)
     _check_resume(out, resume)
     tok = ByteTokenizer()
     model_cfg = model_config(cfg)
-    corpus, source = load_corpus(data, cfg)
-    train, val = split_corpus(corpus, cfg, source)
+    stories, source = load_corpus(data, cfg, corpus)
+    train, val = split_corpus(stories, cfg, source)
     tr_tokens, tr_mask = encode_sft(tok, *sft_pairs(train), cfg.max_len, cfg.max_prompt_len)
     va_tokens, va_mask = encode_sft(tok, *sft_pairs(val), cfg.max_len, cfg.max_prompt_len)
     va_tokens, va_mask = va_tokens[:cfg.max_val_pairs], va_mask[:cfg.max_val_pairs]
     outputs.write_json(out / "config.json", {
-        "sft": cfg, "model": model_cfg, "data": source, "n_train_stories": len(train),
+        "sft": cfg, "model": model_cfg, "data": source,
+        "corpus_fingerprint": corpus_fingerprint(stories) if corpus is not None else None,
+        "n_train_stories": len(train),
         "n_val_stories": len(val), "n_train_pairs": len(tr_tokens), "n_val_pairs": len(va_tokens),
         "n_devices": jax.device_count()})
 
@@ -287,31 +320,44 @@ def load_sft(directory: pathlib.Path) -> SFTPolicy:
     return SFTPolicy(params, model_cfg, ByteTokenizer(), directory)
 
 
-def _mismatch(directory: pathlib.Path, cfg: SFTConfig, source: str) -> list[str]:
-    """Fields where the run saved in `directory` differs from (cfg, source)."""
+def _mismatch(directory: pathlib.Path, cfg: SFTConfig, source: str,
+              fingerprint: str | None = None) -> list[str]:
+    """Fields where the run saved in `directory` differs from (cfg, source, corpus)."""
     saved = json.loads((directory / "config.json").read_text())
     want = cli.to_jsonable(cfg)
     diff = [f"{k}: saved {saved['sft'].get(k)!r} vs wanted {v!r}"
             for k, v in want.items() if saved["sft"].get(k) != v]
     if saved.get("data") != source:
         diff.append(f"data: saved {saved.get('data')!r} vs wanted {source!r}")
+    if saved.get("corpus_fingerprint") != fingerprint:
+        diff.append(f"corpus_fingerprint: saved {saved.get('corpus_fingerprint')!r} "
+                    f"vs wanted {fingerprint!r} (same label, different stories?)")
     return diff
 
 
 def sft_policy(cfg: SFTConfig, data: pathlib.Path | None = None,
-               directory: pathlib.Path | None = None, quiet: bool = True) -> SFTPolicy:
-    """The SFT policy for (cfg, data), trained into `directory` or loaded from it.
+               directory: pathlib.Path | None = None, quiet: bool = True,
+               corpus: tuple[StoryCorpus, str] | None = None) -> SFTPolicy:
+    """The SFT policy for (cfg, data or corpus), trained into `directory` or loaded from it.
 
     A finished run with the same config and data is loaded (no training); an interrupted
     one is resumed; a run with a different config is an error naming the differing fields,
     so a cache is never silently reused for another experiment. `directory` defaults to
-    `sft_cache_dir(cfg, data)`.
+    `sft_cache_dir(cfg, data, corpus=corpus)`. `corpus=(StoryCorpus, label)` replaces the
+    data file (then `data` must be None).
     """
     data = None if data is None else pathlib.Path(data).absolute()
-    directory = pathlib.Path(directory) if directory is not None else sft_cache_dir(cfg, data)
-    source = "built-in template corpus" if data is None else str(data)
+    fingerprint = None
+    if corpus is not None:
+        _check_corpus_arg(data, corpus)
+        fingerprint = corpus_fingerprint(corpus[0])
+        source = corpus[1]
+    else:
+        source = "built-in template corpus" if data is None else str(data)
+    directory = (pathlib.Path(directory) if directory is not None
+                 else sft_cache_dir(cfg, data, corpus=corpus))
     if (directory / "config.json").exists():
-        diff = _mismatch(directory, cfg, source)
+        diff = _mismatch(directory, cfg, source, fingerprint)
         if diff:
             raise SystemExit(f"{directory / 'config.json'}: holds a different SFT run "
                              f"({'; '.join(diff)}); choose another directory")
@@ -322,16 +368,22 @@ def sft_policy(cfg: SFTConfig, data: pathlib.Path | None = None,
         resume = latest is not None
     else:
         resume = False
-    res = train_sft(cfg, directory, data, resume=resume, quiet=quiet)
+    res = train_sft(cfg, directory, data, resume=resume, quiet=quiet, corpus=corpus)
     return SFTPolicy(res["params"], res["model_cfg"], ByteTokenizer(), directory)
 
 
 def sft_cache_dir(cfg: SFTConfig, data: pathlib.Path | None = None,
-                  root: pathlib.Path | None = None) -> pathlib.Path:
-    """root/sft-<hash of config and data>; root defaults to $DLM_CACHE or ~/.cache/dlm."""
+                  root: pathlib.Path | None = None,
+                  corpus: tuple[StoryCorpus, str] | None = None) -> pathlib.Path:
+    """root/sft-<hash of config and data (or corpus label and fingerprint)>; root defaults
+    to $DLM_CACHE or ~/.cache/dlm."""
     import hashlib
     import os
     root = pathlib.Path(root or os.environ.get("DLM_CACHE", pathlib.Path.home() / ".cache/dlm"))
-    key = json.dumps({"sft": cli.to_jsonable(cfg), "data": None if data is None else
-                      str(pathlib.Path(data).absolute())}, sort_keys=True)
+    content = {"sft": cli.to_jsonable(cfg), "data": None if data is None else
+               str(pathlib.Path(data).absolute())}
+    if corpus is not None:
+        _check_corpus_arg(data, corpus)
+        content["corpus"] = [corpus[1], corpus_fingerprint(corpus[0])]
+    key = json.dumps(content, sort_keys=True)
     return root / f"sft-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
