@@ -1,0 +1,197 @@
+"""The paper's Monday experiment: data logic (arms, weekdays, confounded outcomes, pairs).
+
+Every A/B arm (one headline of one test) becomes a posting on a weekday drawn uniformly;
+Monday postings get +monday_effect and Friday postings friday_effect on the logit of the
+arm's real CTR, and Monday (Friday) headlines get the "Happy Monday! " ("Happy Friday! ")
+prefix with probability p_marker. Within a test, two arms' observed (confounded) outcomes
+then differ by the weekday shift as well as by their headlines, so pairs ordered by the
+observed outcome prefer Monday markers. DeconfoundLM re-orders the same pairs by the
+observed logit minus the cross-fitted, jointly estimated weekday effect g_hat(weekday).
+
+    arms = upworthy_arms(load_upworthy(path))          # or builtin_arms(...) without data
+    posted = post(arms, MondayConfig(), seed=0)         # weekday, marker, confounded outcome
+    a, b = candidate_pairs(posted.log.group, story, max_per_story=10, seed=0)
+    win, lose = orient(a, b, posted.log.outcome)        # or by adjusted outcomes
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from dlm.causal.crossfit import Adjusted, deconfound
+from dlm.causal.fit import EstimatorConfig
+from dlm.data.batching import encode_sft
+from dlm.data.log import Confounder, ObservationalLog
+from dlm.data.text_features import text_representation
+from dlm.realdata.pairs import headline_arms
+from sims.headlines import FRIDAY, MARKER_PREFIXES, MONDAY, WEEKDAYS
+
+
+@dataclasses.dataclass(frozen=True)
+class MondayConfig:
+    """How postings are confounded (the truth the estimator should recover)."""
+
+    monday_effect: float = 0.5     # added to the logit of every Monday posting
+    friday_effect: float = -0.5    # added to the logit of every Friday posting
+    p_marker: float = 0.8          # share of Monday (Friday) headlines with the prefix
+
+    def __post_init__(self):
+        if not 0.0 <= self.p_marker <= 1.0:
+            raise ValueError(f"p_marker must be in [0, 1], got {self.p_marker}")
+
+    def weekday_effects(self) -> np.ndarray:
+        """[7] true effect of each weekday (Mon..Sun) on the logit."""
+        eff = np.zeros(len(WEEKDAYS))
+        eff[MONDAY], eff[FRIDAY] = self.monday_effect, self.friday_effect
+        return eff
+
+
+class Posted(NamedTuple):
+    """The confounded log (content as posted, outcome = confounded logit) and its truth."""
+
+    log: ObservationalLog     # outcome: observed logit; confounders: weekday (+ the arms' own)
+    base_logit: np.ndarray    # [N] empirical logit of the arm's real CTR
+    weekday: np.ndarray       # [N] 0..6 (Mon..Sun)
+    marker: np.ndarray        # [N] 0 none, 1 Monday prefix, 2 Friday prefix
+    headline: np.ndarray      # [N] the headline without any prefix
+
+
+# ---- arms ----------------------------------------------------------------------------------
+def upworthy_arms(log: ObservationalLog) -> ObservationalLog:
+    """One row per (test, distinct headline) with clicks/impressions summed over images;
+    arms with an empty lede are dropped (the lede is the prompt)."""
+    arms = headline_arms(log)
+    if arms.context is None:
+        raise ValueError(f"{log.source}: the Monday experiment needs ledes (a context column)")
+    return arms.take(np.flatnonzero(np.array([bool(str(c).strip()) for c in arms.context])))
+
+
+def builtin_arms(n_stories: int, postings_per_arm: int = 3, seed: int = 0,
+                 world_cfg=None) -> ObservationalLog:
+    """A/B arms of the built-in template corpus: the headline world's interventional
+    postings (reference conditions, headline uniform, no marker) summed per (story,
+    headline), so each arm's CTR is the world's simulated 'real CTR' of that headline."""
+    from sims.builtin_corpus import builtin_corpus
+    from sims.headlines import HeadlineWorld, HeadlineWorldConfig
+
+    world = HeadlineWorld(builtin_corpus(n_stories=n_stories, seed=seed),
+                          world_cfg or HeadlineWorldConfig())
+    n = postings_per_arm * int(world.mask_SxK.sum())
+    sample = world.intervene(jax.random.key(seed), n, marker_rate=0.0)
+    return headline_arms(sample.log)
+
+
+# ---- weekdays and the confounded outcome -----------------------------------------------------
+def assign_weekdays(n: int, p_marker: float, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(weekday [N] uniform over Mon..Sun, marker [N]): the day's marker w.p. p_marker on
+    Mondays (1) and Fridays (2), none (0) otherwise, as in sims.headlines."""
+    weekday = rng.integers(0, len(WEEKDAYS), size=n)
+    tagged = rng.random(n) < p_marker
+    marker = np.where(tagged & (weekday == MONDAY), 1, np.where(tagged & (weekday == FRIDAY), 2, 0))
+    return weekday.astype(np.int64), marker.astype(np.int64)
+
+
+def post(arms: ObservationalLog, cfg: MondayConfig, seed: int) -> Posted:
+    """Give every arm a weekday and marker; outcome = empirical logit + weekday effect."""
+    if not arms.is_binomial:
+        raise ValueError(f"{arms.source}: arms need clicks and impressions")
+    weekday, marker = assign_weekdays(len(arms), cfg.p_marker, np.random.default_rng(seed))
+    headline = np.array([str(h).strip() for h in arms.content], dtype=object)
+    base = arms.logit_outcome()
+    # the drawn weekday replaces any the arms carry (the built-in A/B world's is fixed)
+    conf = {**arms.confounders, "weekday": Confounder("categorical", weekday, WEEKDAYS)}
+    log = dataclasses.replace(arms, content=MARKER_PREFIXES[marker] + headline,
+                              successes=None, trials=None,
+                              outcome=base + cfg.weekday_effects()[weekday], confounders=conf,
+                              source=f"{arms.source} (Monday experiment)")
+    return Posted(log, base, weekday, marker, headline)
+
+
+def adjust(log: ObservationalLog, text_spec: str = "ngram:256",
+           cfg: EstimatorConfig = EstimatorConfig()) -> Adjusted:
+    """DeconfoundLM on the weekday alone: g(weekday) fitted jointly with the text term
+    (text_spec of the posted headlines), cross-fitted by test; logit_adjusted = outcome -
+    g_hat. Other confounders are left out: arms of one test share them, so they cannot
+    change the order of a within-test pair."""
+    only = dataclasses.replace(log, confounders={"weekday": log.confounders["weekday"]})
+    return deconfound(only, text_representation(log.content, text_spec), cfg)
+
+
+def weekday_effect_table(adjusted: Adjusted, cfg: MondayConfig):
+    """Estimated centred weekday effects next to the true centred ones (pandas frame)."""
+    eff = adjusted.effects()
+    eff = eff[eff["parameter"] == "weekday"].reset_index(drop=True)
+    truth = cfg.weekday_effects()
+    return eff.assign(truth=truth - truth.mean())[["level", "truth", "mean", "lo", "hi"]]
+
+
+# ---- pairs -----------------------------------------------------------------------------------
+def candidate_pairs(group, story, max_per_story: int = 10, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (a, b) of different arms of the same test, at most max_per_story per story
+    (a seeded random subset, chosen before any outcome is looked at, so the confounded and
+    the adjusted ordering rank the same pairs)."""
+    group, story = np.asarray(group, np.int64), np.asarray(story, np.int64)
+    rng = np.random.default_rng(seed)
+    a_all, b_all = [], []
+    for s in np.unique(story):
+        rows = np.flatnonzero(story == s)
+        a, b = [], []
+        for g in np.unique(group[rows]):
+            members = rows[group[rows] == g]
+            i, j = np.triu_indices(len(members), k=1)
+            a.append(members[i])
+            b.append(members[j])
+        a, b = np.concatenate(a), np.concatenate(b)
+        if len(a) > max_per_story:
+            keep = np.sort(rng.choice(len(a), max_per_story, replace=False))
+            a, b = a[keep], b[keep]
+        a_all.append(a)
+        b_all.append(b)
+    if not a_all:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(a_all).astype(np.int64), np.concatenate(b_all).astype(np.int64)
+
+
+def orient(a, b, score) -> tuple[np.ndarray, np.ndarray]:
+    """(winner, loser) rows of each pair by `score` (higher wins); tied pairs are dropped."""
+    a, b, score = np.asarray(a), np.asarray(b), np.asarray(score, np.float64)
+    keep = score[a] != score[b]
+    a, b = a[keep], b[keep]
+    a_wins = score[a] > score[b]
+    return np.where(a_wins, a, b), np.where(a_wins, b, a)
+
+
+def pair_stats(win, lose, marker) -> dict[str, float]:
+    """Pair count and the shares of winners/losers carrying a Monday or Friday marker."""
+    marker = np.asarray(marker)
+    share = lambda rows, m: float(np.mean(marker[rows] == m)) if len(rows) else float("nan")  # noqa
+    return {"n_pairs": int(len(win)), "win_monday": share(win, 1), "lose_monday": share(lose, 1),
+            "win_friday": share(win, 2), "lose_friday": share(lose, 2)}
+
+
+def text_preference_data(policy, prompts, chosen, rejected, max_len: int, max_prompt_len: int,
+                         batch_size: int = 64) -> dict[str, np.ndarray]:
+    """dlm.policy.dpo's training set for pairs of given texts (not policy samples): the
+    SFT layout of (prompt, chosen) and (prompt, rejected) with the reference (SFT) policy's
+    log-probs, keys as `preference_data` makes them. The tokenizer is the policy's own."""
+    from dlm.policy.dpo import batched_sequence_logprobs
+
+    if len(chosen) == 0:
+        raise ValueError("text_preference_data: no pairs")
+    data = {}
+    for side, texts in (("chosen", chosen), ("rejected", rejected)):
+        tokens, loss_mask = encode_sft(policy.tokenizer, [str(p) for p in prompts],
+                                       [str(t) for t in texts], max_len, max_prompt_len)
+        # right padding: attend up to the last target (pad may equal a real id, e.g. EOS)
+        last = loss_mask.shape[1] - 1 - np.argmax(loss_mask[:, ::-1] > 0, axis=1)
+        attn = np.arange(tokens.shape[1])[None, :] <= last[:, None]
+        data.update({f"{side}_tokens": tokens, f"{side}_loss_mask": loss_mask,
+                     f"{side}_attn_mask": attn})
+        data[f"ref_{side}"] = batched_sequence_logprobs(policy.params, policy.model_cfg, tokens,
+                                                        loss_mask, attn, batch_size)
+    return data

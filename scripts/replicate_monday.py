@@ -1,0 +1,338 @@
+"""The paper's Monday experiment: does DPO on confounded pairs learn "Happy Monday!", and
+does DeconfoundLM-DPO (pairs re-ordered by weekday-adjusted outcomes) avoid it?
+
+    python -m scripts.replicate_monday --preset quick --out runs/monday \
+        --data ../shared/data/upworthy/upworthy_exploratory_dev.csv.gz
+    python -m scripts.replicate_monday --preset full --model smollm2-135m --data PATH --out DIR
+
+Prompt = lede, response = headline. Every A/B arm gets a weekday (uniform); Monday arms
+get +monday_effect and Friday arms friday_effect on the logit of their real CTR, and
+Monday (Friday) headlines the prefix "Happy Monday! " ("Happy Friday! ") w.p. p_marker
+(dlm.realdata.monday). Stories are split into disjoint SFT, preference and held-out sets.
+SFT learns the SFT split's headlines as posted (markers included). DPO trains on
+within-test pairs of the preference split ordered by the observed (confounded) outcome,
+at most max_pairs_per_story per story; DeconfoundLM-DPO on the same pairs ordered by the
+observed logit minus the cross-fitted weekday effect estimated jointly with the text.
+Over fine-tuning seeds x generation seeds: the share of generations for held-out ledes
+containing "Happy", "Monday", "Friday", Welch t-tests against SFT. Without --data the
+built-in template corpus is used, with the headline world's simulated CTR as the real one.
+Writes results.csv, summary.md, markers.png, samples.md, config.json, metrics.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+
+from dlm import cli, outputs
+from dlm.causal.fit import EstimatorConfig
+from dlm.data.corpus import stories_from_log
+from dlm.eval.causal_metrics import marker_rate
+from dlm.eval.stats import format_mean_se, mean_se, welch_t
+from dlm.policy import sft
+from dlm.policy.dpo import DPOConfig, train_dpo
+from dlm.policy.evaluate import kl_to_reference, policy_generations
+from dlm.realdata import monday
+from dlm.realdata.pairs import split_tests, story_of_test
+
+MODELS: tuple[str, ...] = ("SFT", "DPO", "DeconfoundLM-DPO")
+MARKERS: tuple[str, ...] = ("happy", "monday", "friday")
+# The paper's row (SmolLM2-360M on StackExchange, 3,000 generations x 25 runs), percent.
+PAPER = {"SFT": (24.3, 11.5, 8.9), "DPO": (35.4, 14.8, 2.9)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MondayExperimentConfig:
+    sft_preset: str = "quick"         # dlm.policy.sft.PRESETS
+    model: str = ""                   # policy model (--model); "" -> the SFT preset's
+    sft_per_seed: bool = False        # one SFT per fine-tuning seed (else one, shared)
+    n_stories: int = 600              # built-in corpus size (ignored with --data)
+    postings_per_arm: int = 3         # built-in: A/B postings summed into each arm
+    split: tuple[float, ...] = (0.5, 0.4, 0.1)   # SFT, preference, held-out stories
+    split_seed: int = 0               # also draws the weekdays and picks capped pairs
+    monday_effect: float = 0.5
+    friday_effect: float = -0.5
+    p_marker: float = 0.8             # at 1.0 marker and Monday are collinear (DESIGN.md 3)
+    max_pairs_per_story: int = 10
+    text_spec: str = "ngram:256"      # the estimator's text representation
+    ft_seeds: tuple[int, ...] = (0, 1, 2)
+    gen_seeds: tuple[int, ...] = (0, 1)
+    beta: float = 0.5
+    lr: float = 1e-4
+    steps: int = 60
+    batch_size: int = 16
+    warmup_steps: int = 5
+    n_eval_ledes: int = 150           # held-out ledes (0: all)
+    n_generations: int = 300          # per model x ft_seed x gen_seed
+    temperature: float = 1.0
+    max_new_tokens: int = 96
+    gen_batch_size: int = 256
+    log_every: int = 10
+
+
+PRESETS = {
+    "tiny": MondayExperimentConfig(sft_preset="tiny", n_stories=60, split=(0.4, 0.4, 0.2),
+                                   ft_seeds=(0, 1), gen_seeds=(0,), lr=1e-3, steps=4,
+                                   batch_size=8, warmup_steps=1, n_eval_ledes=8,
+                                   n_generations=16, max_new_tokens=16, gen_batch_size=64,
+                                   log_every=2),
+    "quick": MondayExperimentConfig(),
+    "full": MondayExperimentConfig(sft_preset="full", model="smollm2-135m", sft_per_seed=True,
+                                   ft_seeds=(0, 1, 2, 3, 4), gen_seeds=(0, 1, 2, 3, 4),
+                                   steps=200, batch_size=32, warmup_steps=20, lr=5e-5,
+                                   beta=0.1, n_eval_ledes=0, n_generations=3000,
+                                   max_new_tokens=64, gen_batch_size=512),
+}
+
+
+# ---- data -----------------------------------------------------------------------------------
+def load_arms(cfg, data: pathlib.Path | None):
+    """(arms log, source label): the Upworthy archive's arms, or the built-in world's."""
+    if data is None:
+        return (monday.builtin_arms(cfg.n_stories, cfg.postings_per_arm, cfg.split_seed),
+                "built-in template corpus (headline world CTR)")
+    from dlm.data.upworthy import load_upworthy
+    return monday.upworthy_arms(load_upworthy(data)), str(data)
+
+
+def prepare(cfg, data: pathlib.Path | None):
+    """Posted log, split per row (0 SFT, 1 preference, 2 held-out), story per row, source."""
+    if len(cfg.split) != 3:
+        raise SystemExit(f"--set split: need 3 fractions (SFT, preference, held-out), got {cfg.split}")
+    arms, source = load_arms(cfg, data)
+    mcfg = monday_config(cfg)
+    posted = monday.post(arms, mcfg, cfg.split_seed)
+    # stories from the unmarked arms, so a marker never separates two tests of one story
+    split_G = split_tests(arms, tuple(cfg.split), cfg.split_seed)
+    story = story_of_test(arms)[np.asarray(arms.group)]
+    return posted, split_G[np.asarray(arms.group)], story, source
+
+
+def monday_config(cfg) -> monday.MondayConfig:
+    return monday.MondayConfig(cfg.monday_effect, cfg.friday_effect, cfg.p_marker)
+
+
+def preference_pairs(cfg, posted, rows, story):
+    """Same candidate pairs, three orientations (observed, adjusted, real CTR), the
+    adjustment and per-ordering pair statistics."""
+    log = posted.log.take(rows)
+    a, b = monday.candidate_pairs(log.group, story[rows], cfg.max_pairs_per_story, cfg.split_seed)
+    adjusted = monday.adjust(log, cfg.text_spec, EstimatorConfig(seed=cfg.split_seed))
+    scores = {"observed": log.outcome, "adjusted": adjusted.logit_adjusted,
+              "real CTR": posted.base_logit[rows]}
+    pairs = {k: monday.orient(a, b, s) for k, s in scores.items()}
+    real_winner = {frozenset((w, lo)): w for w, lo in zip(*pairs["real CTR"])}
+    stats = []
+    for name, (win, lose) in pairs.items():
+        agree = [real_winner.get(frozenset((w, lo))) == w for w, lo in zip(win, lose)]
+        stats.append({"ordering": name, **monday.pair_stats(win, lose, posted.marker[rows]),
+                      "agrees_with_real": float(np.mean(agree)) if agree else float("nan")})
+    return log, pairs, adjusted, pd.DataFrame(stats)
+
+
+# ---- models ---------------------------------------------------------------------------------
+def sft_config(cfg, seed: int) -> sft.SFTConfig:
+    if cfg.sft_preset not in sft.PRESETS:
+        raise SystemExit(f"--set sft_preset: unknown {cfg.sft_preset!r}; have {sorted(sft.PRESETS)}")
+    base = sft.PRESETS[cfg.sft_preset]
+    return dataclasses.replace(base, seed=seed, **({"model": cfg.model} if cfg.model else {}))
+
+
+def train_pair_dpo(cfg, policy, sft_cfg, log, pair, seed: int, out_dir: pathlib.Path, quiet):
+    """DPO from the SFT policy on (lede, winner headline) > (lede, loser headline)."""
+    win, lose = pair
+    data = monday.text_preference_data(policy, log.context[win], log.content[win],
+                                       log.content[lose], sft_cfg.max_len, sft_cfg.max_prompt_len)
+    dcfg = DPOConfig(beta=cfg.beta, lr=cfg.lr, steps=cfg.steps, batch_size=cfg.batch_size,
+                     warmup_steps=cfg.warmup_steps, seed=seed, log_every=cfg.log_every)
+    shutil.rmtree(out_dir, ignore_errors=True)   # a rerun retrains (our own subdirectory)
+    return train_dpo(policy.params, policy.model_cfg, data, dcfg, out_dir, quiet=quiet)
+
+
+def generate_row(cfg, params, policy, sft_cfg, ledes, ft_seed: int, gen_seed: int):
+    """Marker shares (percent) of one run's generations; every model shares the key."""
+    pool = policy_generations(params, policy.model_cfg, policy.tokenizer, ledes,
+                              1000 * ft_seed + gen_seed, cfg.n_generations, cfg.max_new_tokens,
+                              cfg.temperature, sft_cfg.max_prompt_len, cfg.gen_batch_size)
+    texts = pool.flat_texts()
+    rate = marker_rate(texts)
+    row = {m: 100.0 * rate[m] for m in MARKERS}
+    row.update(any_marker=100.0 * rate["any"], n_generations=len(texts),
+               prefix_monday=100.0 * np.mean([t.lower().startswith("happy monday") for t in texts]),
+               kl_to_ref=kl_to_reference(pool, policy.params, policy.model_cfg))
+    return row, texts
+
+
+# ---- reporting ------------------------------------------------------------------------------
+def welch_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Welch t-tests of each marker share, DPO vs SFT and DeconfoundLM-DPO vs SFT."""
+    rows = []
+    sft_rows = frame[frame["model"] == "SFT"]
+    for model in MODELS[1:]:
+        sub = frame[frame["model"] == model]
+        for m in MARKERS:
+            diff = sub[m].mean() - sft_rows[m].mean()
+            try:
+                t, dof, p = welch_t(sub[m], sft_rows[m])
+            except ValueError:            # fewer than two runs: no test
+                t = dof = p = float("nan")
+            rows.append({"comparison": f"{model} vs SFT", "marker": m,
+                         "difference (points)": round(diff, 2), "t": round(t, 2),
+                         "dof": round(dof, 1), "p": float(f"{p:.3g}")})
+    return pd.DataFrame(rows)
+
+
+def model_table(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for model in MODELS:
+        sub = frame[frame["model"] == model]
+        cells = {m: format_mean_se(*mean_se(sub[m]), 1) for m in MARKERS + ("prefix_monday",)}
+        rows.append({"model": model, "runs": len(sub), **cells,
+                     "KL to SFT (nats)": format_mean_se(*mean_se(sub["kl_to_ref"]), 2)})
+    for model, vals in PAPER.items():
+        rows.append({"model": f"paper: {model}", "runs": 25,
+                     **{m: f"{v:.1f}" for m, v in zip(MARKERS, vals)}, "prefix_monday": "",
+                     "KL to SFT (nats)": ""})
+    return pd.DataFrame(rows)
+
+
+def _summary_md(cfg, frame, info, effects, pair_stats, seconds) -> str:
+    lines = [
+        "# The Monday experiment", "",
+        f"Data: {info['source']}. Arms (postings): {info['n_arms']}; stories SFT / preference / "
+        f"held-out: {info['n_stories']}. Weekday effects on the logit: Monday "
+        f"{cfg.monday_effect:+g}, Friday {cfg.friday_effect:+g}; markers on Monday/Friday "
+        f"headlines with probability {cfg.p_marker:g}. SFT: preset `{cfg.sft_preset}`"
+        f"{' (model ' + cfg.model + ')' if cfg.model else ''}, "
+        f"{'one per fine-tuning seed' if cfg.sft_per_seed else 'one policy shared by all seeds'}. "
+        f"DPO: beta {cfg.beta:g}, {cfg.steps} steps x {cfg.batch_size} pairs, lr {cfg.lr:g}.", "",
+        f"## Marker shares of generations (percent, mean ± se over {len(cfg.ft_seeds)} "
+        f"fine-tuning x {len(cfg.gen_seeds)} generation seeds; {info['n_generations']} "
+        f"generations per run for {info['n_eval_ledes']} held-out ledes)", "",
+        outputs.markdown_table(model_table(frame)),
+        "prefix_monday: generations that start with \"Happy Monday\". The paper's rows "
+        "(SmolLM2-360M, StackExchange, 3,000 generations x 25 runs) are for reference only.", "",
+        "## Welch t-tests against SFT (runs as units)", "",
+        outputs.markdown_table(welch_table(frame)),
+        "## Estimated weekday effects (centred, logit; 90% intervals) vs the truth", "",
+        outputs.markdown_table(effects.round(3)),
+        "DeconfoundLM fits g(weekday) jointly with the text term (" + cfg.text_spec + " of the "
+        "posted headlines), cross-fitted by test, on the preference split. At p_marker = 1 the "
+        "marker is collinear with its day: a marker effect is not identified and is attributed "
+        "to the day (DESIGN.md section 3).", "",
+        "## Preference pairs (the same pairs, three orderings)", "",
+        outputs.markdown_table(pair_stats.round(3)),
+        "win_monday: share of pairs whose preferred headline carries \"Happy Monday!\" "
+        "(lose_*: the rejected one). agrees_with_real: share of pairs ordered as the arms' real "
+        "CTR orders them (the 'real CTR' ordering is not used for training).", "",
+        f"Wall time {seconds:.0f} s. Samples: samples.md.", ""]
+    return "\n".join(lines)
+
+
+def _samples_md(samples: dict[str, list[str]], ledes: list[str], per: int) -> str:
+    lines = ["# Samples (fine-tuning seed and generation seed: the first ones)", ""]
+    for i, lede in enumerate(ledes[:6]):
+        lines.append(f"{i + 1}. **lede:** {lede[:300]}")
+        for name, texts in samples.items():
+            lines.append(f"   - **{name}:** {texts[i * per]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(frame: pd.DataFrame, path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    width = 0.8 / len(MODELS)
+    for k, (model, colour) in enumerate(zip(MODELS, ["#999999", "#c04040", "#3070b0"])):
+        sub = frame[frame["model"] == model]
+        stats = [mean_se(sub[m]) for m in MARKERS]
+        ax.bar(np.arange(len(MARKERS)) + (k - 1) * width, [s[0] for s in stats], width,
+               yerr=[0.0 if np.isnan(s[1]) else s[1] for s in stats], capsize=3,
+               color=colour, label=model)
+    ax.set_xticks(np.arange(len(MARKERS)), [f'"{m.title()}"' for m in MARKERS])
+    ax.set_ylabel("generations containing (%)")
+    ax.set_title("Marker words in generations (mean ± se over runs)")
+    ax.legend(fontsize=8)
+    outputs.save_figure(path, fig)
+
+
+# ---- the experiment -------------------------------------------------------------------------
+def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | None = None,
+        quiet: bool = False) -> pd.DataFrame:
+    """The whole experiment; returns results (one row per model x ft_seed x gen_seed)."""
+    t0 = time.perf_counter()
+    out = pathlib.Path(out)
+    if (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()   # a rerun's curves replace the old ones
+    data = None if data is None else pathlib.Path(data).absolute()
+    posted, split, story, source = prepare(cfg, data)
+    sft_rows, pref_rows, held_rows = (np.flatnonzero(split == k) for k in range(3))
+    pref_log, pairs, adjusted, pair_stats = preference_pairs(cfg, posted, pref_rows, story)
+    effects = monday.weekday_effect_table(adjusted, monday_config(cfg))
+    ledes = list(dict.fromkeys(str(c) for c in posted.log.context[held_rows]))
+    ledes = ledes[:cfg.n_eval_ledes] if cfg.n_eval_ledes else ledes
+    if not ledes or not len(sft_rows) or len(pairs["observed"][0]) == 0:
+        raise SystemExit(f"{source}: too little data for the split {cfg.split} "
+                         f"(SFT rows {len(sft_rows)}, pairs {len(pairs['observed'][0])}, "
+                         f"held-out ledes {len(ledes)})")
+    corpus = (stories_from_log(posted.log.take(sft_rows)),
+              f"{source}: Monday experiment SFT split (split {list(cfg.split)}, seed "
+              f"{cfg.split_seed}, p_marker {cfg.p_marker:g})")
+    info = {"source": source, "n_arms": len(posted.log), "n_eval_ledes": len(ledes),
+            "n_stories": " / ".join(str(len(np.unique(story[r])))
+                                    for r in (sft_rows, pref_rows, held_rows))}
+    outputs.write_json(out / "config.json", {"replicate_monday": cfg, "info": info,
+                                             "sft": sft_config(cfg, 0)})
+    rows, samples, policy = [], {}, None
+    for ft_seed in cfg.ft_seeds:
+        sft_cfg = sft_config(cfg, ft_seed if cfg.sft_per_seed else sft.PRESETS[cfg.sft_preset].seed)
+        if policy is None or cfg.sft_per_seed:
+            policy = sft.sft_policy(sft_cfg, corpus=corpus, quiet=quiet)
+        params = {"SFT": policy.params}
+        for model, key in (("DPO", "observed"), ("DeconfoundLM-DPO", "adjusted")):
+            res = train_pair_dpo(cfg, policy, sft_cfg, pref_log, pairs[key], ft_seed,
+                                 out / f"{key}_seed{ft_seed}", quiet)
+            params[model] = res.state.params
+            outputs.append_jsonl(out / "metrics.jsonl",
+                                 [{"model": model, "ft_seed": ft_seed, **r} for r in res.history])
+        for gen_seed in cfg.gen_seeds:
+            for model in MODELS:
+                row, texts = generate_row(cfg, params[model], policy, sft_cfg, ledes, ft_seed,
+                                          gen_seed)
+                rows.append({"model": model, "ft_seed": ft_seed, "gen_seed": gen_seed, **row})
+                samples.setdefault(model, texts)
+                if not quiet:
+                    print(f"ft {ft_seed} gen {gen_seed} {model:>16}: " + ", ".join(
+                        f"{m} {row[m]:.1f}%" for m in MARKERS))
+    frame = pd.DataFrame(rows)
+    outputs.write_csv(out / "results.csv", frame)
+    info["n_generations"] = int(frame["n_generations"].min())
+    per = info["n_generations"] // len(ledes)
+    outputs.write_text(out / "samples.md", _samples_md(samples, ledes, per))
+    summary = _summary_md(cfg, frame, info, effects, pair_stats, time.perf_counter() - t0)
+    outputs.write_text(out / "summary.md", summary)
+    _plot(frame, out / "markers.png")
+    if not quiet:
+        print(summary)
+    return frame
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
+    args = parser.parse_args(argv)
+    run(cli.resolve_config(args, PRESETS), args.out, args.data, args.quiet)
+
+
+if __name__ == "__main__":
+    main()
