@@ -14,10 +14,15 @@ whole dlm.models.reward.RewardModel from a decoder trunk (for GPU presets).
 
 Targets are centred by their weighted mean (added back at use), so the head starts at the
 right level; an l2 penalty on the head kernels plays the ridge's role.
+
+Seeds: train_reward_seeds trains S seeds (their own logs, init and batches) of one setting
+as one vmapped run, S x K heads at once (train_reward is its one-seed case), and the steps
+between log points run inside one lax.scan, so the host is visited every log_every steps.
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -25,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm.data.log import Confounder
+from dlm.rewards.encoding import ConfounderEncoder
 from dlm.rewards.methods import RewardMethod, Targets, get_method
+from dlm.rewards.stacking import host_data, pad_to_common, stack
 from dlm.train.losses import reward_regression
 from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
 from dlm.train.step import TrainState, make_train_step
@@ -46,106 +52,12 @@ class TrainerConfig:
     max_len: int = 64             # tokens per text (freeze_trunk=False)
     clip_norm: float = 0.0        # freeze_trunk=False only (knob values then train one by one)
     log_every: int = 100
+    scan: bool = True             # the steps between log points run in one lax.scan call
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.l2 < 0 or self.bins < 1:
             raise ValueError(f"TrainerConfig needs steps, batch_size, bins >= 1, lr > 0, l2 >= 0; "
                              f"got {self}")
-
-
-# ---- confounders as arrays -------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, eq=False)
-class ConfounderEncoder:
-    """Confounders -> columns [N, C] (one-hot levels, standardised numeric/time) and bin
-    indicators [N, M] (levels; quantile bins of numeric/time), fitted on training rows."""
-
-    names: tuple[str, ...]
-    kinds: tuple[str, ...]
-    n_levels: tuple[int, ...]
-    loc: tuple[float, ...]
-    scale: tuple[float, ...]
-    edges: tuple[np.ndarray | None, ...]
-    levels: tuple[tuple[str, ...] | None, ...]
-    default_ref: tuple[float, ...]
-
-    @classmethod
-    def fit(cls, confounders: Mapping[str, Confounder], bins: int = 4) -> "ConfounderEncoder":
-        names, kinds, n_lv, loc, scale, edges, levels, ref = [], [], [], [], [], [], [], []
-        for name, c in confounders.items():
-            v = np.asarray(c.values)
-            names.append(name)
-            kinds.append(c.kind)
-            levels.append(c.levels)
-            if c.kind == "categorical":
-                n_lv.append(c.n_levels)
-                loc.append(0.0)
-                scale.append(1.0)
-                edges.append(None)
-                ref.append(float(np.bincount(v.astype(np.int64), minlength=c.n_levels).argmax()))
-            else:
-                v = v.astype(np.float64)
-                q = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1]))
-                n_lv.append(1)
-                loc.append(float(v.mean()))
-                scale.append(float(v.std()) or 1.0)
-                edges.append(q)
-                ref.append(float(np.median(v)) if c.kind == "time" else float(v.mean()))
-        return cls(tuple(names), tuple(kinds), tuple(n_lv), tuple(loc), tuple(scale),
-                   tuple(edges), tuple(levels), tuple(ref))
-
-    @property
-    def n_columns(self) -> int:
-        return int(sum(self.n_levels))
-
-    def _values(self, confounders: Mapping[str, Confounder]) -> list[np.ndarray]:
-        missing = [n for n in self.names if n not in confounders]
-        if missing:
-            raise ValueError(f"confounders {missing} missing; the reward was trained with "
-                             f"{self.names}")
-        return [np.asarray(confounders[n].values) for n in self.names]
-
-    def _columns(self, values: list[np.ndarray]) -> np.ndarray:
-        cols = []
-        for v, kind, L, mu, sd in zip(values, self.kinds, self.n_levels, self.loc, self.scale):
-            if kind == "categorical":
-                cols.append(np.eye(L, dtype=np.float32)[np.asarray(v, np.int64)])
-            else:
-                cols.append(((np.asarray(v, np.float64) - mu) / sd)[:, None].astype(np.float32))
-        return np.concatenate(cols, axis=1)
-
-    def columns(self, confounders: Mapping[str, Confounder]) -> np.ndarray:
-        """[N, C]: one-hot categorical levels, standardised numeric and time values."""
-        return self._columns(self._values(confounders))
-
-    def bin_onehot(self, confounders: Mapping[str, Confounder]) -> np.ndarray:
-        """[N, M]: every confounder's bin (level, or quantile bin), concatenated."""
-        out = []
-        for v, kind, L, q in zip(self._values(confounders), self.kinds, self.n_levels, self.edges):
-            if kind == "categorical":
-                out.append(np.eye(L, dtype=np.float32)[np.asarray(v, np.int64)])
-            else:
-                codes = np.searchsorted(q, v, side="right")
-                out.append(np.eye(len(q) + 1, dtype=np.float32)[codes])
-        return np.concatenate(out, axis=1)
-
-    def reference(self, c_ref: Mapping[str, Any] | None = None) -> np.ndarray:
-        """[C] columns of the reference condition: c_ref's values (a categorical by code or
-        level name), else the most common level / the mean (numeric) / the median (time)."""
-        c_ref = dict(c_ref or {})
-        unknown = set(c_ref) - set(self.names)
-        if unknown:
-            raise ValueError(f"c_ref names unknown confounders {sorted(unknown)}; "
-                             f"known: {self.names}")
-        values = []
-        rows = zip(self.names, self.kinds, self.levels, self.default_ref)
-        for name, kind, levels, default in rows:
-            v = c_ref.get(name, default)
-            if kind == "categorical" and isinstance(v, str):
-                if v not in levels:
-                    raise ValueError(f"c_ref {name}={v!r} is not a level; levels: {levels}")
-                v = levels.index(v)
-            values.append(np.array([v]))
-        return self._columns(values)[0]
 
 
 # ---- the head and the two backbones ----------------------------------------------------------
@@ -291,19 +203,6 @@ def _loss_fn(backbone, method: RewardMethod, l2: float):
     return loss_fn
 
 
-def _device_data(backbone, encoder: ConfounderEncoder, targets: Targets, offset: float) -> dict:
-    """Every training array once on device; a step only sends its row indices."""
-    uniq, text_row = np.unique(np.asarray(targets.content).astype(str), return_inverse=True)
-    bins = encoder.bin_onehot(targets.confounders)
-    host = {"text": backbone.text_inputs(list(uniq)),
-            "text_row": text_row.reshape(-1).astype(np.int32),
-            "conf": encoder.columns(targets.confounders),
-            "target": (np.asarray(targets.target, np.float64) - offset).astype(np.float32),
-            "weight": np.asarray(targets.weight, np.float32),
-            "bins_onehot": bins, "bins_valid": bins.sum(0) > 0}
-    return jax.tree.map(jnp.asarray, host)
-
-
 def _row_stream(n: int, batch: int, seed: int):
     """rows(s): step s's indices from per-epoch permutations (a pure function of seed, s)."""
     perms: dict[int, np.ndarray] = {}
@@ -321,28 +220,70 @@ def _row_stream(n: int, batch: int, seed: int):
     return rows
 
 
-def _train_group(backbone, method, name, data, cfg, strengths, seed, n, history):
-    """Train the K knob values in `strengths` together; returns params stacked [K, ...]."""
-    K = len(strengths)
-    conf0 = data["conf"][:1] if method.uses_confounders else None
-    inputs0 = jax.tree.map(lambda a: a[:1], data["text"])
-    params = backbone.init(jax.random.key(seed), inputs0, conf0)
-    params_K = jax.tree.map(lambda a: jnp.broadcast_to(a, (K,) + a.shape), params)
+def _make_runner(backbone, method: RewardMethod, cfg: TrainerConfig, n_seeds: int):
+    """(init(params_SxK) -> state, run(state, data_S, rows_TxSxB, strength_K, seed_S) ->
+    (state, last metrics [S, ...])): T steps per call, inside one lax.scan (one host
+    round-trip per chunk), vmapped over the S seeds (S = 1: the plain step, no vmap)."""
     optim = OptimConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
                         weight_decay=0.0, clip_norm=cfg.clip_norm, min_lr_ratio=cfg.min_lr_ratio)
     tx = make_optimizer(optim)
     step = make_train_step(_loss_fn(backbone, method, cfg.l2), tx, make_schedule(optim))
-    state = TrainState.create(params_K, tx)
+
+    def one_seed(state, data, rows_TxB, strength_K, seed):
+        key = jax.random.key(seed)
+
+        def body(st, rows_B):
+            batch = {"data": data, "rows": rows_B, "strength": strength_K}
+            return step(st, batch, jax.random.fold_in(key, st.step))
+        state, metrics_T = jax.lax.scan(body, state, rows_TxB)
+        return state, jax.tree.map(lambda a: a[-1], metrics_T)
+
+    def run(state_S, data_S, rows_TxSxB, strength_K, seed_S):
+        if n_seeds == 1:
+            first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+            state, metrics = one_seed(first(state_S), first(data_S), rows_TxSxB[:, 0],
+                                      strength_K, seed_S[0])
+            return jax.tree.map(lambda a: a[None], (state, metrics))
+        return jax.vmap(one_seed, in_axes=(0, 0, 1, None, 0))(state_S, data_S, rows_TxSxB,
+                                                               strength_K, seed_S)
+
+    init = jax.vmap(lambda p: TrainState.create(p, tx))
+    return init, jax.jit(run, donate_argnums=(0,))
+
+
+def _chunks(cfg: TrainerConfig) -> list[tuple[int, int]]:
+    """[start, stop) step ranges between log points (single steps when cfg.scan is off)."""
+    every = max(cfg.log_every, 1) if cfg.scan else 1
+    stops = sorted({min(s, cfg.steps) for s in range(every, cfg.steps + every, every)})
+    return list(zip([0] + stops[:-1], stops))
+
+
+def _train_group(backbone, runner, method, name, data_S, cfg, strengths, seeds, n, history):
+    """Train S seeds x K knob values together; returns params [S, K, ...] and per-seed
+    per-value final metrics [S][K]."""
+    init, run = runner
+    K = len(strengths)
+    first = jax.tree.map(lambda a: a[0], data_S)
+    conf0 = first["conf"][:1] if method.uses_confounders else None
+    inputs0 = jax.tree.map(lambda a: a[:1], first["text"])
+    params_S = [backbone.init(jax.random.key(seed), inputs0, conf0) for seed in seeds]
+    params_SxK = jax.tree.map(lambda *a: jnp.stack([jnp.broadcast_to(x, (K,) + x.shape)
+                                                    for x in a]), *params_S)
+    state = init(params_SxK)
     strength_K = jnp.asarray([0.0 if s is None else s for s in strengths], jnp.float32)
-    rows = _row_stream(n, min(cfg.batch_size, n), seed)
-    key, finals = jax.random.key(seed), []
-    for s in range(cfg.steps):
-        batch = {"data": data, "rows": rows(s), "strength": strength_K}
-        state, metrics = step(state, batch, jax.random.fold_in(key, s))
-        if (s + 1) % max(cfg.log_every, 1) == 0 or s + 1 == cfg.steps:
-            finals = _per_value(jax.device_get(metrics), K)
-            history += [{"method": name, "strength": st, "step": s + 1, **f}
-                        for st, f in zip(strengths, finals)]
+    seed_S = jnp.asarray(seeds, jnp.uint32)
+    streams = [_row_stream(n, min(cfg.batch_size, n), seed) for seed in seeds]
+    logged = set(range(cfg.log_every, cfg.steps + 1, max(cfg.log_every, 1))) | {cfg.steps}
+    finals = [[] for _ in seeds]
+    for start, stop in _chunks(cfg):
+        rows_TxSxB = np.stack([[rows(s) for rows in streams] for s in range(start, stop)])
+        state, metrics = run(state, data_S, rows_TxSxB, strength_K, seed_S)
+        if stop in logged:
+            metrics = jax.device_get(metrics)
+            for i, seed in enumerate(seeds):
+                finals[i] = _per_value(jax.tree.map(lambda a: a[i], metrics), K)
+                history += [{"seed": seed, "method": name, "strength": st, "step": stop, **f}
+                            for st, f in zip(strengths, finals[i])]
     return state.params, finals
 
 
@@ -350,6 +291,83 @@ def _per_value(metrics: dict, K: int) -> list[dict]:
     """Split step metrics into one dict per knob value (shared scalars are repeated)."""
     flat = {m: np.asarray(v, np.float64).reshape(-1) for m, v in metrics.items()}
     return [{m: float(v[k] if v.size == K else v[0]) for m, v in flat.items()} for k in range(K)]
+
+
+def _backbone(m: RewardMethod, name: str, targets: Targets, represent, cfg, trunk):
+    n_conf = ConfounderEncoder.fit(targets.confounders, cfg.bins).n_columns \
+        if m.uses_confounders else 0
+    if cfg.freeze_trunk:
+        if represent is None:
+            raise ValueError("freeze_trunk=True needs `represent` (dlm.rewards.representations)")
+        return _Frozen(represent, cfg, n_conf, m.two_heads)
+    if trunk is None:
+        raise ValueError("freeze_trunk=False needs trunk=(decoder params, DecoderConfig, "
+                         "tokenizer)")
+    return _Full(trunk, cfg, n_conf, m.two_heads)
+
+
+def train_reward_seeds(method: str | RewardMethod, targets_per_seed: Sequence[Targets],
+                       represent=None, cfg: TrainerConfig = TrainerConfig(),
+                       strengths: Sequence[float | None] | None = None,
+                       seeds: Sequence[int] | None = None, c_ref: Mapping[str, Any] | None = None,
+                       trunk=None, name: str | None = None, history: list | None = None,
+                       vmap: bool = True) -> list[list[TrainedReward]]:
+    """Train `method`'s reward for S seeds (their own targets, init and batches) at once;
+    out[s][k] is seed s's TrainedReward at strengths[k].
+
+    freeze_trunk=True: the S seeds x K knob values train as one vmapped run (one compile,
+    one host round-trip per log_every steps), each exactly as train_reward would train it
+    alone. The seeds run one by one, with a one-line warning saying why, where their shapes
+    differ (e.g. different numbers of rows) or freeze_trunk=False; vmap=False forces that.
+    Other arguments as train_reward; history rows carry their "seed".
+    """
+    m = get_method(method)
+    name = name or (method if isinstance(method, str) else "custom")
+    targets_per_seed = list(targets_per_seed)
+    seeds = list(range(len(targets_per_seed)) if seeds is None else seeds)
+    if len(seeds) != len(targets_per_seed) or not seeds:
+        raise ValueError(f"method {name!r}: {len(targets_per_seed)} targets for {len(seeds)} seeds")
+    strengths = tuple(m.knob or (None,) if strengths is None else strengths)
+    if m.penalty_fn is not None and any(s is None for s in strengths):
+        raise ValueError(f"method {name!r} has a penalty: give numeric strengths "
+                         f"(its knob is {m.knob})")
+    for t in targets_per_seed:
+        if len(t.content) < 2:
+            raise ValueError(f"method {name!r} ({t.source}): {len(t.content)} training rows "
+                             "are too few")
+    backbone = _backbone(m, name, targets_per_seed[0], represent, cfg, trunk)
+    encoders = [ConfounderEncoder.fit(t.confounders, cfg.bins) for t in targets_per_seed]
+    offsets = [float(np.sum(np.asarray(t.weight, np.float64) * t.target) / np.sum(t.weight))
+               for t in targets_per_seed]
+    per_seed = [host_data(backbone, e, t, o)
+                for e, t, o in zip(encoders, targets_per_seed, offsets)]
+    per_seed, reason = pad_to_common(per_seed)
+    if reason is None and not cfg.freeze_trunk:
+        reason = "freeze_trunk=False fine-tunes the trunk (one seed at a time)"
+    if reason is None and not vmap:
+        reason = "vmap=False"
+    if reason is not None and len(seeds) > 1:
+        warnings.warn(f"train_reward_seeds({name}): seeds run one by one: {reason}", stacklevel=2)
+    # vmapped: one group of all seeds; else one seed per group (and, with a trainable trunk,
+    # one knob value per group: gradient clipping would couple stacked values)
+    seed_groups = [list(range(len(seeds)))] if reason is None else [[i] for i in range(len(seeds))]
+    knob_groups = [strengths] if cfg.freeze_trunk else [(s,) for s in strengths]
+    runner = _make_runner(backbone, m, cfg, len(seed_groups[0]))  # shared: compiled once
+    history = [] if history is None else history
+    out: list[list[TrainedReward]] = [[] for _ in seeds]
+    for group in seed_groups:
+        data_S = stack([per_seed[i] for i in group])
+        n = len(targets_per_seed[group[0]].content)
+        for knobs in knob_groups:
+            params_SxK, finals = _train_group(backbone, runner, m, name, data_S, cfg, knobs,
+                                              [seeds[i] for i in group], n, history)
+            for j, i in enumerate(group):
+                conf_ref = encoders[i].reference(c_ref) if m.uses_confounders else None
+                for k, st in enumerate(knobs):
+                    params = jax.tree.map(lambda a: a[j, k], params_SxK)
+                    out[i].append(TrainedReward(name, st, params, backbone, conf_ref,
+                                                offsets[i], finals[j][k]))
+    return out
 
 
 def train_reward(method: str | RewardMethod, targets: Targets, represent=None,
@@ -363,40 +381,7 @@ def train_reward(method: str | RewardMethod, targets: Targets, represent=None,
     frozen representation (freeze_trunk=True); trunk: (decoder params, DecoderConfig,
     tokenizer) for freeze_trunk=False. c_ref: the reference condition a conditioned reward
     is evaluated at. history: a list that receives a metrics row every cfg.log_every steps.
+    The one-seed case of train_reward_seeds.
     """
-    m = get_method(method)
-    name = name or (method if isinstance(method, str) else "custom")
-    if strengths is None:
-        strengths = m.knob or (None,)
-    strengths = tuple(strengths)
-    if m.penalty_fn is not None and any(s is None for s in strengths):
-        raise ValueError(f"method {name!r} has a penalty: give numeric strengths "
-                         f"(its knob is {m.knob})")
-    n = len(targets.content)
-    if n < 2:
-        raise ValueError(f"method {name!r}: {n} training rows are too few")
-    encoder = ConfounderEncoder.fit(targets.confounders, cfg.bins)
-    n_conf = encoder.n_columns if m.uses_confounders else 0
-    if cfg.freeze_trunk:
-        if represent is None:
-            raise ValueError("freeze_trunk=True needs `represent` (dlm.rewards.representations)")
-        backbone = _Frozen(represent, cfg, n_conf, m.two_heads)
-        groups = [strengths]                        # all knob values in one stacked run
-    else:
-        if trunk is None:
-            raise ValueError("freeze_trunk=False needs trunk=(decoder params, DecoderConfig, "
-                             "tokenizer)")
-        backbone = _Full(trunk, cfg, n_conf, m.two_heads)
-        groups = [(s,) for s in strengths]          # one by one: clipping would couple them
-    w = np.asarray(targets.weight, np.float64)
-    offset = float(np.sum(w * targets.target) / np.sum(w))
-    data = _device_data(backbone, encoder, targets, offset)
-    conf_ref = encoder.reference(c_ref) if m.uses_confounders else None
-    history = [] if history is None else history
-    out = []
-    for group in groups:
-        params_K, finals = _train_group(backbone, m, name, data, cfg, group, seed, n, history)
-        for k, st in enumerate(group):
-            params = jax.tree.map(lambda a: a[k], params_K)
-            out.append(TrainedReward(name, st, params, backbone, conf_ref, offset, finals[k]))
-    return out
+    return train_reward_seeds(method, [targets], represent, cfg, strengths, [seed], c_ref,
+                              trunk, name, history)[0]
