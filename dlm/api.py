@@ -33,6 +33,7 @@ from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import LogValidationError, ObservationalLog
 from dlm.data.tables import CALENDAR_PARTS, derive_calendar, log_from_frame, read_table
 from dlm.data.text_features import DEFAULT_SPEC, text_representation
+from dlm.reward_store import REWARD_REPRESENTATIONS, load_reward, save_reward  # noqa: F401
 
 # Columns adjust() adds; an input column of the same name would be overwritten.
 ADDED_BINOMIAL = ("g_hat", "g_lo", "g_hi", "logit_outcome", "logit_adjusted", "rate_adjusted", "fold")
@@ -309,7 +310,6 @@ def diagnose(result: Result, cfg: DiagnosticsConfig = DiagnosticsConfig()) -> Di
 
 
 # ---- reward model ---------------------------------------------------------------------------
-REWARD_REPRESENTATIONS = ("ngrams", "phi")     # frozen representations a saved reward can carry
 
 
 def check_reward_method(method: str) -> None:
@@ -347,30 +347,6 @@ def train(result: Result, method: str = "deconfoundlm", representation: str = "n
                         seed=seed, history=history)
 
 
-def save_reward(reward, directory: str | pathlib.Path) -> pathlib.Path:
-    """Save a frozen-representation reward with Orbax: the head's parameters and the fitted
-    representation's arrays as one checkpoint (step 0), its settings in reward.json."""
-    import json
-
-    from dlm import outputs
-    from dlm.rewards import NgramSVD
-    from dlm.train.checkpoint import Checkpointer
-
-    directory = pathlib.Path(directory)
-    rep = reward.backbone.represent
-    arrays, meta = {}, {"kind": "phi"}
-    if isinstance(rep, NgramSVD):
-        arrays = {"projection_FxD": rep.projection_FxD, "mean_D": rep.mean_D, "sd_D": rep.sd_D}
-        meta = {"kind": "ngrams", "n_features": rep.n_features, "ngram_range": list(rep.ngram_range)}
-    with Checkpointer(directory / "checkpoints", keep=1) as ck:
-        ck.save(0, {"params": reward.params, "representation": arrays})
-    outputs.write_json(directory / "reward.json", {
-        "method": reward.method, "strength": reward.strength, "offset": reward.offset,
-        "conf_ref": None if reward.conf_ref is None else reward.conf_ref.tolist(),
-        "representation": meta, "final_metrics": reward.final_metrics})
-    return directory
-
-
 def reward_name(reward) -> str:
     """"deconfoundlm", or "odin-10" for a knob method's strength."""
     return reward.method if reward.strength is None else f"{reward.method}-{reward.strength:g}"
@@ -385,3 +361,13 @@ def score_contents(result: Result, rewards) -> pd.DataFrame:
     for r in rewards:
         out[f"score_{reward_name(r)}"] = r(out.content.tolist())
     return out
+
+
+# ---- fine-tuning ----------------------------------------------------------------------------
+def finetune(source, reward, kind: str = "dpo", cfg=None, **kwargs):
+    """Fine-tune the log's SFT policy against `reward` (best-of-n, dpo or pg) and write for
+    held-out contexts: dlm.finetune.finetune (see there); returns a FinetuneResult whose
+    .summary compares mean reward and KL to SFT, and .save(dir) writes every output."""
+    from dlm.finetune import finetune as _finetune
+
+    return _finetune(source, reward, kind, cfg, **kwargs)

@@ -197,14 +197,28 @@ def _diagnostics_section(diag, dcfg: DiagnosticsConfig, cfg: EstimatorConfig,
     lines += ["### Convergence", ""]
     row = {k: v for k, v in conv.items() if k != "losses"}
     lines += [outputs.markdown_table(pd.DataFrame([row]), floatfmt=".3g"), ""]
-    if conv.get("losses") is not None:
-        lines += ["![SVI loss](svi_loss.png)", ""]
-    elif cfg.method == "svi":
-        lines += ["The SVI loss curve is not recorded by dlm.causal.fit (Fit.info has no "
-                  "svi_losses); the Newton MAP it starts from is shown above.", ""]
-    lines.append("grad_max: largest |gradient| of the log posterior at the MAP (internal "
-                 "parametrisation); ~0 at the optimum.")
+    lines += _convergence_notes(conv, cfg, dcfg)
     return "\n".join(lines) + "\n"
+
+
+def _convergence_notes(conv: dict, cfg: EstimatorConfig, dcfg: DiagnosticsConfig) -> list[str]:
+    """What the convergence table means for this method, and the SVI loss curve."""
+    state = "converged" if conv["newton_converged"] else "did NOT converge"
+    lines = [f"Newton's method (the MAP every method starts from) {state} in "
+             f"{conv['newton_iterations']} iterations; grad_max {conv['grad_max']:.2g} is the "
+             "largest |gradient| of the log posterior at the MAP (internal parametrisation; ~0 "
+             "at the optimum).", ""]
+    if conv.get("losses") is not None:
+        lines += [f"SVI ({len(conv['losses'])} steps from the MAP): the loss (-ELBO) per step; "
+                  f"final {conv['final_loss']:.6g}, relative change over the last tenth "
+                  f"{conv['loss_tail_change']:.1e} (a warning is raised above 1e-3).", "",
+                  "![SVI loss](svi_loss.png)", ""]
+    if cfg.method == "nuts" and "rhat_max" in conv:
+        lines += [f"NUTS ({cfg.nuts_samples} draws after {cfg.nuts_warmup} warm-up, one chain): "
+                  f"largest split R-hat {conv['rhat_max']:.3f} ({conv['rhat_flagged']} "
+                  f"parameter(s) above {dcfg.rhat_threshold}), smallest effective sample size "
+                  f"{conv['ess_min']:.0f}.", ""]
+    return lines
 
 
 def build_report(args, result: api.Result, diag, series: dict, cfg: EstimatorConfig,

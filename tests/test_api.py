@@ -223,3 +223,30 @@ def test_reward_method_errors_come_first():
         api.check_reward_method("magic")
     with pytest.raises(ValueError, match="needs interventional data"):
         api.check_reward_method("oracle")
+
+
+@pytest.mark.parametrize("method,representation,hidden", [
+    ("deconfoundlm", "ngrams", 0), ("conditioned", "phi", 4), ("odin", "phi", 0)])
+def test_load_reward_scores_like_the_saved_one(marker_log, tmp_path, method, representation,
+                                               hidden):
+    """load_reward inverts save_reward: every head shape (hidden layer, confounder inputs,
+    two heads) and both representations score held-out texts exactly as before saving."""
+    from dlm.rewards import TrainedReward, TrainerConfig
+
+    result = api.fit(marker_log, text="phi", folds=2)
+    reward = api.train(result, method, representation=representation, dim=8,
+                       cfg=TrainerConfig(steps=20, batch_size=128, hidden=hidden),
+                       strengths=(1.0,) if method == "odin" else None)[0]
+    api.save_reward(reward, tmp_path / "r")
+    loaded = api.load_reward(tmp_path / "r")
+    assert isinstance(loaded, TrainedReward)
+    assert (loaded.method, loaded.strength) == (reward.method, reward.strength)
+    texts = list(marker_log.content[:40]) + ["Happy Monday! Why you matter?", "7 new taxes", ""]
+    scores = reward(texts)
+    assert np.ptp(scores) > 0                                  # a non-trivial reward
+    np.testing.assert_allclose(loaded(texts), scores, rtol=0, atol=1e-6)
+
+
+def test_load_reward_needs_a_saved_reward(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved reward here"):
+        api.load_reward(tmp_path)

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlm import api
 from scripts import deconfound
 
 WEEKDAY_EFFECT = {"Mon": 0.4, "Tue": 0.0, "Wed": 0.0, "Thu": 0.0, "Fri": -0.4, "Sat": 0.0, "Sun": 0.0}
@@ -213,3 +214,47 @@ def test_train_reward_flag(tmp_path, capsys):
     curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert curve[-1]["step"] == 30 and "## Reward model" in (out / "report.md").read_text()
     assert json.loads((out / "config.json").read_text())["trainer"]["steps"] == 30
+
+
+@pytest.mark.slow
+def test_svi_report_shows_the_loss_curve(tmp_path):
+    """method=svi: the fit records its -ELBO per step (Fit.info["svi_losses"]), and the
+    report shows the curve's PNG next to the Newton MAP it started from."""
+    synthetic_frame(600, seed=5).to_csv(tmp_path / "log.csv", index=False)
+    out = tmp_path / "out"
+    assert deconfound.main(["--data", str(tmp_path / "log.csv"), *ARGS, "--preset", "svi",
+                            "--set", "svi_steps=40", "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "![SVI loss](svi_loss.png)" in text and "SVI (40 steps from the MAP)" in text
+    assert "Newton's method (the MAP every method starts from) converged" in text
+    assert (out / "svi_loss.png").stat().st_size > 1000
+
+
+def test_fit_records_svi_losses():
+    from dlm.causal.fit import EstimatorConfig, fit
+
+    log = api.from_frame(synthetic_frame(300, seed=6), content="headline", successes="clicks",
+                         trials="impressions", confounders={"date": "time"}, time_unit="week")
+    f = fit(log.successes, log.trials, None, log.confounders,
+            EstimatorConfig(method="svi", svi_steps=30))
+    losses = np.asarray(f.info["svi_losses"])
+    assert losses.shape == (30,) and np.isfinite(losses).all()
+    assert "svi_losses" not in fit(log.successes, log.trials, None, log.confounders).info
+
+
+def test_convergence_notes_per_method():
+    """map: Newton's iterations and gradient; svi: the loss curve; nuts: split R-hat."""
+    from dlm.causal.diagnostics import DiagnosticsConfig
+    from dlm.causal.fit import EstimatorConfig
+
+    conv = {"newton_iterations": 7, "newton_converged": True, "grad_max": 3e-9, "losses": None}
+    text = "\n".join(deconfound._convergence_notes(conv, EstimatorConfig(), DiagnosticsConfig()))
+    assert "converged in 7 iterations; grad_max 3e-09" in text and "svi_loss.png" not in text
+    svi = {**conv, "losses": np.linspace(2, 1, 50), "final_loss": 1.0, "loss_tail_change": 2e-4}
+    text = "\n".join(deconfound._convergence_notes(svi, EstimatorConfig(method="svi"),
+                                                   DiagnosticsConfig()))
+    assert "SVI (50 steps from the MAP)" in text and "![SVI loss](svi_loss.png)" in text
+    nuts = {**conv, "rhat_max": 1.12, "rhat_flagged": 2, "ess_min": 40.0}
+    text = "\n".join(deconfound._convergence_notes(
+        nuts, EstimatorConfig(method="nuts", nuts_samples=100), DiagnosticsConfig()))
+    assert "largest split R-hat 1.120 (2 parameter(s) above 1.05)" in text

@@ -85,7 +85,7 @@ class Fit:
     y_loc: float = 0.0               # real outcome: standardisation (binomial: 0, 1)
     y_scale: float = 1.0
     sigma: float | None = None       # real outcome: residual sd on the outcome's scale
-    info: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    info: Mapping[str, object] = dataclasses.field(default_factory=dict)  # svi_losses: [steps]
 
     @property
     def design(self) -> ConfounderDesign:
@@ -244,19 +244,25 @@ def fit(successes=None, trials=None, text_NxF=None, confounders: Mapping[str, Co
             "dispersion": res.pearson / max(res.n_obs - spec.n_params, 1)}
     draws = None
     if cfg.method != "map":
-        draws = _sample(spec, cfg, x_g, text_std, y, res)
+        draws, extra = _sample(spec, cfg, x_g, text_std, y, res)
+        info.update(extra)
     theta = res.theta if draws is None else draws.mean(axis=0)
     sigma = None if res.sigma is None else res.sigma * y_scale
     return Fit(spec, cfg, theta, res.theta, cov, draws, t_mean, t_sd, y_loc, y_scale, sigma, info)
 
 
 def _sample(spec: em.ModelSpec, cfg: EstimatorConfig, x_g: StructuredX, text_std: np.ndarray,
-            y: Mapping[str, np.ndarray], res: MapResult) -> np.ndarray:
-    """Posterior draws of theta [S, P] by SVI or NUTS on the NumPyro model, from the MAP."""
+            y: Mapping[str, np.ndarray], res: MapResult) -> tuple[np.ndarray, dict]:
+    """Posterior draws of theta [S, P] by SVI or NUTS on the NumPyro model, from the MAP,
+    and what the run reports about its convergence: {"svi_losses": [steps]} (the -ELBO
+    per step, which diagnostics plot) or {"sample_seconds"} for NUTS (whose split R-hat
+    diagnostics compute from the draws)."""
+    start = time.perf_counter()
     args = em.model_args(x_g, text_std)
     init = em.theta_to_sites(spec, res.theta, sigma=res.sigma)
     if cfg.method == "svi":
-        sites, _ = em.run_svi(spec, args, y, init, steps=cfg.svi_steps, seed=cfg.seed)
+        sites, losses = em.run_svi(spec, args, y, init, steps=cfg.svi_steps, seed=cfg.seed)
+        extra = {"svi_losses": np.asarray(losses, np.float64)}
     else:
         J = em.site_jacobian(spec)
         laplace = covariance(None, res, spec.prior_precision(), "laplace")
@@ -266,4 +272,6 @@ def _sample(spec: em.ModelSpec, cfg: EstimatorConfig, x_g: StructuredX, text_std
             inv_mass[-1, -1] = 1.0 / (2.0 * max(res.n_obs, 1))
         sites = em.run_nuts(spec, args, y, init, inv_mass, warmup=cfg.nuts_warmup,
                             samples=cfg.nuts_samples, seed=cfg.seed)
-    return em.sites_to_theta(spec, sites)
+        extra = {}
+    extra["sample_seconds"] = time.perf_counter() - start
+    return em.sites_to_theta(spec, sites), extra
