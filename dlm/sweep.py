@@ -1,0 +1,191 @@
+"""Grids of script settings: parse, validate, expand, shard, and merge the results.
+
+A grid maps config fields to the values each takes; its points are the Cartesian product
+(the first field varies slowest). Values are kept as the text `--set FIELD=VALUE` takes, so
+a point is exactly a list of overrides, and its slug (its run directory's name) is stable.
+Seeds are never a grid axis: a setting's seeds run in one process (`--set seeds=N`), where
+the script can vmap over them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import pathlib
+import re
+import tomllib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dlm import cli
+
+SEED_FIELDS = ("seed", "seeds", "first_seed")
+Grid = dict[str, list[str]]
+
+
+class SweepError(ValueError):
+    """A bad grid, shard or run; the message names the field, file, point or log."""
+
+
+def _value_text(v: Any) -> str:
+    """A grid-file value as --set text: lists comma-joined, booleans lower-case."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(_value_text(x) for x in v)
+    return str(v)
+
+
+def _is_tuple_field(cfg: Any, name: str) -> bool:
+    return isinstance(getattr(cfg, name, None), (tuple, list))
+
+
+def parse_grid_args(items: Sequence[str], cfg: Any) -> Grid:
+    """`--grid FIELD=v1,v2,...` items -> {field: [value text]}. A tuple field's values are
+    themselves comma lists, so its grid values are separated by ';' (knob=0.1,1;10,100)."""
+    grid: Grid = {}
+    for item in items:
+        if "=" not in item:
+            raise SweepError(f"--grid expects FIELD=V1,V2,..., got {item!r}")
+        name, text = item.split("=", 1)
+        sep = ";" if _is_tuple_field(cfg, name) else ","
+        add_axis(grid, name, [v.strip() for v in text.split(sep)], f"--grid {item!r}")
+    return grid
+
+
+def load_grid_file(path: pathlib.Path) -> Grid:
+    """A JSON or TOML file mapping each field to a list of values ({"k": [2, 4]})."""
+    path = pathlib.Path(path)
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(path.read_text())
+        else:
+            raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SweepError(f"--grid-file {path}: cannot read it: {err}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"--grid-file {path}: expected a mapping FIELD -> list of values")
+    grid: Grid = {}
+    for name, values in raw.items():
+        if not isinstance(values, list):
+            raise SweepError(f"--grid-file {path}: field {name!r} needs a list of values, "
+                             f"got {values!r}")
+        add_axis(grid, name, [_value_text(v) for v in values], f"--grid-file {path}")
+    return grid
+
+
+def add_axis(grid: Grid, name: str, values: list[str], where: str) -> None:
+    """Add one field's values to `grid`; a field given twice or without values is an error."""
+    if name in grid:
+        raise SweepError(f"{where}: field {name!r} is already a grid axis")
+    if not values or any(v == "" for v in values):
+        raise SweepError(f"{where}: field {name!r} has an empty value")
+    if len(set(values)) != len(values):
+        raise SweepError(f"{where}: field {name!r} repeats a value: {values}")
+    grid[name] = list(values)
+
+
+def check_grid(grid: Grid, cfg: Any, script: str) -> dict[str, list[Any]]:
+    """Validate every axis against the script's config dataclass; returns the typed values
+    (as the script will parse them) per field. Seeds as an axis is an error."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    for name in grid:
+        if name in SEED_FIELDS:
+            raise SweepError(f"--grid {name}=...: seeds are not a grid axis; a setting's seeds "
+                             f"run in one process (vmapped where shapes allow): use --set "
+                             f"seeds=N (and --set first_seed=S)")
+        if name not in fields:
+            raise SweepError(f"--grid {name}: {script} has no config field {name!r}; fields: "
+                             f"{', '.join(sorted(fields))}")
+    typed = {}
+    for name, values in grid.items():
+        try:
+            typed[name] = [getattr(cli.apply_overrides(cfg, [f"{name}={v}"]), name)
+                           for v in values]
+        except SystemExit as err:   # apply_overrides reports bad values as SystemExit
+            raise SweepError(f"--grid {name}: {err}") from None
+    return typed
+
+
+def expand(grid: Grid) -> list[dict[str, str]]:
+    """Every combination of the axes' values, the first axis varying slowest."""
+    names = list(grid)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def slug(point: Mapping[str, str]) -> str:
+    """A point's directory name: field=value pairs joined by '__', filesystem-safe, stable;
+    long ones end in a hash of the full text."""
+    text = "__".join(f"{k}={v}" for k, v in point.items()) or "default"
+    safe = re.sub(r"[^A-Za-z0-9._,=+-]", "-", text)
+    if len(safe) > 120 or safe != text:
+        safe = f"{safe[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+    return safe
+
+
+def resolve_shard(shard: str | None, shards: int | None,
+                  env: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """(i, n): this process runs the points whose index % n == i (0-based).
+
+    --shard i/n wins; else i comes from $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX
+    (Kubernetes indexed jobs) and n from --shards or $SLURM_ARRAY_TASK_COUNT; else (0, 1).
+    """
+    if shard is not None:
+        m = re.fullmatch(r"(\d+)/(\d+)", shard.strip())
+        if not m:
+            raise SweepError(f"--shard expects i/n (0-based, e.g. 0/4), got {shard!r}")
+        i, n = int(m[1]), int(m[2])
+    else:
+        index = env.get("SLURM_ARRAY_TASK_ID") or env.get("JOB_COMPLETION_INDEX")
+        count = shards or env.get("SLURM_ARRAY_TASK_COUNT")
+        if index is None:
+            if shards:
+                raise SweepError("--shards N needs the shard index: --shard i/N, or "
+                                 "$SLURM_ARRAY_TASK_ID / $JOB_COMPLETION_INDEX")
+            return 0, 1
+        if count is None:
+            raise SweepError(f"shard index {index} from the environment but no shard count: "
+                             "pass --shards N (or --shard i/n)")
+        i, n = int(index), int(count)
+    if n < 1 or not 0 <= i < n:
+        raise SweepError(f"shard {i}/{n}: need 0 <= i < n (indices are 0-based; SLURM: "
+                         f"--array=0-{max(n - 1, 0)})")
+    return i, n
+
+
+def shard_indices(n_points: int, i: int, n: int) -> list[int]:
+    return [p for p in range(n_points) if p % n == i]
+
+
+def _agrees(column: pd.Series, value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return column.astype(str).str.lower().isin([str(value).lower()]).all()
+    if isinstance(value, (int, float)) and pd.api.types.is_numeric_dtype(column):
+        return bool(np.all([math.isclose(float(x), float(value), rel_tol=1e-9, abs_tol=1e-12)
+                            for x in column]))
+    return bool((column.astype(str) == str(value)).all())
+
+
+def merge_results(frames: Sequence[tuple[str, pd.DataFrame, Mapping[str, Any]]]) -> pd.DataFrame:
+    """Concatenate (slug, results frame, typed grid values) with the grid values as leading
+    columns. A column the script already writes (e.g. entanglement) is kept once, after
+    checking that it agrees with the point's value."""
+    out = []
+    for name, frame, values in frames:
+        frame = frame.copy()
+        for col, value in values.items():
+            if col in frame.columns:
+                if not _agrees(frame[col], value):
+                    raise SweepError(f"point {name}: results.csv column {col!r} has "
+                                     f"{sorted(set(map(str, frame[col])))} but the grid set "
+                                     f"{col}={value!r}")
+                frame = frame.drop(columns=col)
+        lead = pd.DataFrame({c: [_value_text(v) if isinstance(v, (tuple, list)) else v]
+                             * len(frame) for c, v in values.items()}, index=frame.index)
+        out.append(pd.concat([lead, frame], axis=1))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

@@ -1,0 +1,225 @@
+"""Run any script over a grid of settings, resumably and shardable; merge the results.
+
+    python -m scripts.sweep estimate --preset quick --grid entanglement=0,0.3,0.6,0.9 \\
+        --grid p_marker=0.8,1.0 [--set seeds=5] [--grid-file grid.json|grid.toml] \\
+        [--data PATH] [--shard i/n] --out DIR [-- EXTRA SCRIPT ARGS]
+
+Each point of the Cartesian grid runs as its own process
+    python -m scripts.<NAME> --preset P --set ... --set FIELD=VALUE ... --out DIR/runs/<slug>
+with its output in DIR/runs/<slug>/log.txt. A point whose results.csv exists is skipped, so
+a sweep (or one shard) can be rerun after a failure or a pre-empted job. The first failure
+stops the sweep with the point and its log named. At the end (or with --merge-only) DIR gets
+results.csv (every finished point's rows, the grid values as leading columns) and
+sweep.json (grid, points, status).
+
+Grid values: comma-separated; for a tuple field (e.g. knob) separate the values with ';'
+(--grid 'knob=0.1,1;10,100'). A grid file is JSON or TOML, mapping FIELD -> list of values.
+Every field is checked against the script's config (its PRESETS) before anything runs.
+Seeds are never an axis: a setting's seeds run in one process (--set seeds=N), which
+vmaps over them where it can.
+
+Sharding (array jobs): --shard i/n runs the points with index % n == i (0-based). Without
+--shard, i is $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX (Kubernetes indexed jobs) and n
+is --shards N or $SLURM_ARRAY_TASK_COUNT. Shards do not merge; when all are done, run the
+same command with --merge-only.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from dlm import cli, outputs
+from dlm import sweep as S
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _module(name: str) -> str:
+    """`estimate` -> scripts.estimate; a dotted name is any module with the same CLI."""
+    return name if "." in name else f"scripts.{name}"
+
+
+def _load_config(module: str, preset: str, sets: list[str]):
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise S.SweepError(f"cannot import {module}: {err}") from None
+    presets = getattr(mod, "PRESETS", None)
+    if not presets:
+        raise S.SweepError(f"{module} has no PRESETS: its config fields cannot be checked")
+    if preset not in presets:
+        raise S.SweepError(f"{module}: unknown preset {preset!r}; presets: {', '.join(presets)}")
+    try:
+        return cli.apply_overrides(presets[preset], sets)
+    except SystemExit as err:
+        raise S.SweepError(f"{module}: {err}") from None
+
+
+def _command(args, module: str, point: dict, out: pathlib.Path, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", module, "--preset", args.preset]
+    for item in args.overrides + [f"{k}={v}" for k, v in point.items()]:
+        cmd += ["--set", item]
+    if args.data is not None:
+        cmd += ["--data", str(args.data.resolve())]
+    return cmd + ["--out", str(out)] + extra
+
+
+def _tail(path: pathlib.Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_point(cmd: list[str], run_dir: pathlib.Path) -> int:
+    """Run one point, its stdout and stderr into run_dir/log.txt; returns the exit code."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    with open(run_dir / "log.txt", "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                              env=env).returncode
+
+
+def _status(run_dir: pathlib.Path, ran: dict, index: int) -> str:
+    if (run_dir / "results.csv").exists():
+        return "done"
+    return ran.get(index, "pending")
+
+
+def write_state(out: pathlib.Path, name: str, args, grid, points, slugs, ran, shard,
+                merged: bool) -> dict:
+    """sweep.json (or sweep.shard-i-of-n.json): the grid, every point and its status."""
+    i, n = shard
+    state = {"script": name, "preset": args.preset, "set": args.overrides, "data": args.data,
+             "grid": grid, "shard": None if n == 1 else f"{i}/{n}", "merged": merged,
+             "points": [{"index": p, "slug": slugs[p], "values": points[p],
+                         "status": _status(out / "runs" / slugs[p], ran, p)}
+                        for p in range(len(points))]}
+    outputs.write_json(out / ("sweep.json" if n == 1 else f"sweep.shard-{i}-of-{n}.json"), state)
+    return state
+
+
+def merge(out: pathlib.Path, grid, typed, points, slugs) -> pd.DataFrame:
+    """DIR/results.csv from every finished point (grid values as leading columns, typed as
+    the script parses them)."""
+    frames = []
+    for p, point in enumerate(points):
+        path = out / "runs" / slugs[p] / "results.csv"
+        if path.exists():
+            values = {k: typed[k][grid[k].index(v)] for k, v in point.items()}
+            frames.append((slugs[p], pd.read_csv(path), values))
+    frame = S.merge_results(frames)
+    outputs.write_csv(out / "results.csv", frame)
+    return frame
+
+
+def parse_args(argv: list[str]):
+    extra = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("script", help="a scripts/ module (estimate, compare_rewards, ...) or any "
+                                  "dotted module with the same CLI")
+    p.add_argument("--preset", default="quick", help="the script's preset (default: quick)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override for every point (e.g. seeds=5); repeatable")
+    p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="a grid axis (tuple fields: values separated by ';'); repeatable")
+    p.add_argument("--grid-file", type=pathlib.Path, default=None,
+                   help="JSON or TOML file: FIELD -> list of values (more axes)")
+    p.add_argument("--data", type=pathlib.Path, default=None, help="passed on as --data")
+    p.add_argument("--shard", default=None, metavar="i/n",
+                   help="run the points with index %% n == i (0-based)")
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="shard count when the index comes from $SLURM_ARRAY_TASK_ID or "
+                        "$JOB_COMPLETION_INDEX (default $SLURM_ARRAY_TASK_COUNT)")
+    p.add_argument("--merge-only", action="store_true",
+                   help="run nothing; merge the finished points into DIR/results.csv")
+    p.add_argument("--dry-run", action="store_true", help="list this shard's points and exit")
+    p.add_argument("--out", required=True, type=pathlib.Path, help="sweep directory")
+    args = p.parse_args(argv)
+    args.out = args.out.resolve()
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return _main(args, extra)
+    except S.SweepError as err:
+        print(f"sweep: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(args, extra: list[str]) -> int:
+    from tqdm.auto import tqdm
+
+    module = _module(args.script)
+    cfg = _load_config(module, args.preset, args.overrides)
+    grid = S.parse_grid_args(args.grid, cfg)
+    if args.grid_file is not None:
+        for name, values in S.load_grid_file(args.grid_file).items():
+            S.add_axis(grid, name, values, f"--grid-file {args.grid_file}")
+    set_fields = {o.split("=", 1)[0] for o in args.overrides}
+    if set_fields & set(grid):
+        raise S.SweepError(f"{sorted(set_fields & set(grid))}: both --set and a grid axis")
+    typed = S.check_grid(grid, cfg, module)
+    points = S.expand(grid)
+    slugs = [S.slug(p) for p in points]
+    shard = S.resolve_shard(args.shard, args.shards)
+    mine = S.shard_indices(len(points), *shard)
+    if args.dry_run:
+        for p in mine:
+            print(f"{p}\t{slugs[p]}\t" + " ".join(_command(args, module, points[p],
+                                                             args.out / "runs" / slugs[p], extra)))
+        return 0
+    ran: dict[int, str] = {}
+    if not args.merge_only:
+        todo = [p for p in mine if not (args.out / "runs" / slugs[p] / "results.csv").exists()]
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"sweep {args.script}",
+                   unit="point")
+        for p in todo:
+            run_dir = args.out / "runs" / slugs[p]
+            bar.set_postfix_str(slugs[p])
+            t0 = time.perf_counter()
+            rc = run_point(_command(args, module, points[p], run_dir, extra), run_dir)
+            ran[p] = "done" if rc == 0 else f"failed (exit {rc})"
+            if rc != 0 or not (run_dir / "results.csv").exists():
+                bar.close()
+                ran[p] = f"failed (exit {rc})"
+                write_state(args.out, args.script, args, grid, points, slugs, ran, shard, False)
+                raise S.SweepError(
+                    f"point {p} ({slugs[p]}) failed with exit code {rc}"
+                    f"{'' if rc else ' and wrote no results.csv'} after "
+                    f"{time.perf_counter() - t0:.0f} s; log: {run_dir / 'log.txt'}\n"
+                    f"--- last lines ---\n{_tail(run_dir / 'log.txt')}")
+            bar.update(1)
+        bar.close()
+    merged = args.merge_only or shard[1] == 1
+    state = write_state(args.out, args.script, args, grid, points, slugs, ran, shard, merged)
+    if merged:
+        frame = merge(args.out, grid, typed, points, slugs)
+        done = sum(pt["status"] == "done" for pt in state["points"])
+        print(f"sweep: {done}/{len(points)} points done; {len(frame)} rows -> "
+              f"{args.out / 'results.csv'}")
+    else:
+        print(f"sweep: shard {shard[0]}/{shard[1]} finished {len(mine)} points; when every "
+              "shard is done, merge with the same command and --merge-only")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""scripts.sweep and dlm.sweep: grids, validation, shards, resumable runs, merged results.
+
+The end-to-end tests run a fake script (written to tmp_path: same CLI, writes results.csv
+in milliseconds) so they take seconds; the real estimate sweep is @slow.
+"""
+import json
+import textwrap
+
+import pandas as pd
+import pytest
+
+from dlm import sweep as S
+from scripts import sweep as sweep_script
+
+FAKE = textwrap.dedent('''
+    import argparse, dataclasses, pathlib, sys
+    import pandas as pd
+    from dlm import cli, outputs
+
+    @dataclasses.dataclass(frozen=True)
+    class FakeConfig:
+        a: float = 0.0
+        b: str = "x"
+        seeds: int = 2
+        knob: tuple = (1.0, 2.0)
+
+    PRESETS = {"quick": FakeConfig(), "other": FakeConfig(b="y")}
+
+    if __name__ == "__main__":
+        p = argparse.ArgumentParser()
+        cli.add_common_args(p, PRESETS)
+        p.add_argument("--data", type=pathlib.Path, default=None)
+        args = p.parse_args()
+        cfg = cli.resolve_config(args, PRESETS)
+        with open(args.out.parent.parent / "calls.txt", "a") as f:
+            f.write(args.out.name + "\\n")
+        if cfg.b == "boom":
+            print("the fake script exploded")
+            sys.exit(3)
+        rows = [{"seed": s, "a": cfg.a, "knob_sum": sum(cfg.knob), "value": 10 * cfg.a + s}
+                for s in range(cfg.seeds)]
+        outputs.write_csv(args.out / "results.csv", pd.DataFrame(rows))
+''')
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fake_script.py").write_text(FAKE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    return "fakepkg.fake_script"
+
+
+def _cfg():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        entanglement: float = 0.6
+        knob: tuple = (0.1, 1.0)
+        seeds: int = 3
+        name: str = "a"
+    return Cfg()
+
+
+# ---- grid, validation, slugs, shards -------------------------------------------------------------
+def test_grid_parsing_expansion_and_slugs():
+    grid = S.parse_grid_args(["entanglement=0,0.3", "knob=0.1,1;10,100"], _cfg())
+    assert grid == {"entanglement": ["0", "0.3"], "knob": ["0.1,1", "10,100"]}
+    points = S.expand(grid)
+    assert points == [{"entanglement": "0", "knob": "0.1,1"}, {"entanglement": "0", "knob": "10,100"},
+                      {"entanglement": "0.3", "knob": "0.1,1"},
+                      {"entanglement": "0.3", "knob": "10,100"}]
+    assert S.slug(points[1]) == "entanglement=0__knob=10,100"
+    odd = {"name": "a b/c"}
+    assert S.slug(odd) == S.slug(dict(odd)) and "/" not in S.slug(odd) and " " not in S.slug(odd)
+    assert S.slug(odd) != S.slug({"name": "a-b-c"})           # replaced characters -> a hash
+    typed = S.check_grid(grid, _cfg(), "x")
+    assert typed == {"entanglement": [0.0, 0.3], "knob": [(0.1, 1.0), (10.0, 100.0)]}
+
+
+def test_grid_validation_errors():
+    with pytest.raises(S.SweepError, match="no config field 'entanglment'.*entanglement"):
+        S.check_grid({"entanglment": ["1"]}, _cfg(), "scripts.x")
+    for field in ("seed", "seeds", "first_seed"):
+        with pytest.raises(S.SweepError, match="not a grid axis.*--set seeds=N"):
+            S.check_grid({field: ["1", "2"]}, _cfg(), "scripts.x")
+    with pytest.raises(S.SweepError, match="entanglement.*'abc'"):
+        S.check_grid({"entanglement": ["abc"]}, _cfg(), "scripts.x")
+    with pytest.raises(S.SweepError, match="repeats a value"):
+        S.parse_grid_args(["entanglement=0,0"], _cfg())
+    with pytest.raises(S.SweepError, match="already a grid axis"):
+        S.parse_grid_args(["entanglement=0", "entanglement=1"], _cfg())
+
+
+def test_grid_files_json_and_toml(tmp_path):
+    (tmp_path / "g.json").write_text(json.dumps({"entanglement": [0, 0.5], "knob": [[1, 2], [3]]}))
+    (tmp_path / "g.toml").write_text('entanglement = [0, 0.5]\nknob = [[1, 2], [3]]\n')
+    want = {"entanglement": ["0", "0.5"], "knob": ["1,2", "3"]}
+    assert S.load_grid_file(tmp_path / "g.json") == want
+    assert S.load_grid_file(tmp_path / "g.toml") == want
+    (tmp_path / "bad.json").write_text(json.dumps({"entanglement": 0.5}))
+    with pytest.raises(S.SweepError, match="bad.json: field 'entanglement' needs a list"):
+        S.load_grid_file(tmp_path / "bad.json")
+
+
+def test_shards_partition_the_points_and_come_from_the_environment():
+    parts = [S.shard_indices(10, i, 3) for i in range(3)]
+    assert sorted(sum(parts, [])) == list(range(10)) and parts[1] == [1, 4, 7]
+    assert S.resolve_shard("1/3", None, {}) == (1, 3)
+    assert S.resolve_shard(None, None, {}) == (0, 1)
+    slurm = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert S.resolve_shard(None, None, slurm) == (2, 4)
+    assert S.resolve_shard("0/2", None, slurm) == (0, 2)              # explicit wins
+    assert S.resolve_shard(None, 5, {"JOB_COMPLETION_INDEX": "3"}) == (3, 5)
+    with pytest.raises(S.SweepError, match="no shard count"):
+        S.resolve_shard(None, None, {"JOB_COMPLETION_INDEX": "3"})
+    with pytest.raises(S.SweepError, match="0 <= i < n"):
+        S.resolve_shard("4/4", None, {})
+    with pytest.raises(S.SweepError, match="i/n"):
+        S.resolve_shard("1-4", None, {})
+
+
+def test_merge_keeps_a_column_the_script_writes_once_and_checks_it():
+    frame = pd.DataFrame({"seed": [0, 1], "entanglement": [0.3, 0.3], "x": [1.0, 2.0]})
+    merged = S.merge_results([("p", frame, {"entanglement": 0.3, "k": 4.0})])
+    assert list(merged.columns) == ["entanglement", "k", "seed", "x"]
+    assert merged.k.tolist() == [4.0, 4.0]
+    with pytest.raises(S.SweepError, match="point p: .*'entanglement'.*entanglement=0.6"):
+        S.merge_results([("p", frame, {"entanglement": 0.6})])
+
+
+# ---- end to end with the fake script -------------------------------------------------------------
+def _calls(out):
+    path = out / "calls.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_sweep_runs_every_point_once_merges_and_resumes(fake, tmp_path):
+    out = tmp_path / "sw"
+    argv = [fake, "--grid", "a=0,1.5", "--grid", "knob=1,2;5", "--set", "seeds=3", "--out", str(out)]
+    assert sweep_script.main(argv) == 0
+    merged = pd.read_csv(out / "results.csv")
+    assert list(merged.columns)[:2] == ["a", "knob"] and list(merged.columns).count("a") == 1
+    assert len(merged) == 4 * 3                                    # 4 points x 3 seeds
+    assert sorted(set(merged.knob)) == ["1.0,2.0", "5.0"]
+    assert (merged.value == 10 * merged.a + merged.seed).all()
+    assert sorted(set(merged.knob_sum)) == [3.0, 5.0]
+    state = json.loads((out / "sweep.json").read_text())
+    assert [p["status"] for p in state["points"]] == ["done"] * 4
+    assert state["grid"] == {"a": ["0", "1.5"], "knob": ["1,2", "5"]}
+    assert len(_calls(out)) == 4
+    assert sweep_script.main(argv) == 0                            # resumed: nothing reruns
+    assert len(_calls(out)) == 4
+
+
+def test_a_failed_point_stops_the_sweep_naming_point_and_log(fake, tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = [fake, "--grid", "b=ok,boom,later", "--out", str(out)]
+    assert sweep_script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "point 1 (b=boom) failed with exit code 3" in err
+    assert str(out / "runs" / "b=boom" / "log.txt") in err and "exploded" in err
+    assert _calls(out) == ["b=ok", "b=boom"]                       # stopped at the failure
+    state = json.loads((out / "sweep.json").read_text())
+    assert [p["status"] for p in state["points"]] == ["done", "failed (exit 3)", "pending"]
+
+
+def test_shards_then_merge_only_equal_one_unsharded_sweep(fake, tmp_path, monkeypatch):
+    grid = ["--grid", "a=0,1,2", "--grid", "b=x,y"]
+    assert sweep_script.main([fake, *grid, "--out", str(tmp_path / "one")]) == 0
+    sharded = tmp_path / "sharded"
+    assert sweep_script.main([fake, *grid, "--shard", "0/2", "--out", str(sharded)]) == 0
+    assert not (sharded / "results.csv").exists()                  # shards do not merge
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    assert sweep_script.main([fake, *grid, "--out", str(sharded)]) == 0
+    assert sorted(_calls(sharded)) == sorted(_calls(tmp_path / "one"))
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT")
+    assert sweep_script.main([fake, *grid, "--merge-only", "--out", str(sharded)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(sharded / "results.csv"),
+                                  pd.read_csv(tmp_path / "one" / "results.csv"))
+
+
+def test_bad_preset_and_seed_axis_are_refused_before_anything_runs(fake, tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert sweep_script.main([fake, "--preset", "nope", "--grid", "a=1", "--out", str(out)]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert sweep_script.main([fake, "--grid", "seeds=1,2", "--out", str(out)]) == 2
+    assert "--set seeds=N" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_real_estimate_sweep_tiny(tmp_path):
+    out = tmp_path / "est"
+    argv = ["estimate", "--preset", "tiny", "--grid", "entanglement=0,0.9", "--set", "seeds=1",
+            "--set", "n_postings=1000", "--set", "n_stories=60", "--set", "folds=2",
+            "--out", str(out)]
+    assert sweep_script.main(argv) == 0
+    merged = pd.read_csv(out / "results.csv")
+    assert merged.columns[0] == "entanglement" and set(merged.entanglement) == {0.0, 0.9}
+    assert {"seed", "method", "quantity", "estimate"} <= set(merged.columns)
