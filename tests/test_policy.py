@@ -234,3 +234,39 @@ def test_sft_on_a_given_corpus_splits_it_and_keys_the_cache_by_its_label(tmp_pat
         sft.train_sft(cfg, tmp_path / "b", data=tmp_path / "x.csv", corpus=(stories, "my stories"))
     with pytest.raises(TypeError, match="source_label"):
         sft.sft_policy(cfg, directory=tmp_path / "c", corpus=stories)
+
+
+def test_prompt_weighted_mask_weights_the_lede_and_never_bos_or_padding():
+    P, B, E = 9, 1, 2                                 # pad, bos, eos ids of this toy layout
+    tokens = np.array([[B, 5, 6, 7, 8, E, P, P]])      # BOS lede(5,6) response(7,8) EOS pad
+    mask = np.array([[0, 0, 0, 1, 1, 1, 0, 0]], np.float32)
+    np.testing.assert_array_equal(sft.prompt_weighted_mask(tokens, mask, P, 0.0), mask)
+    np.testing.assert_allclose(sft.prompt_weighted_mask(tokens, mask, P, 0.25),
+                               [[0, .25, .25, 1, 1, 1, 0, 0]])
+
+
+def test_a_weighted_mask_makes_next_token_loss_a_weighted_mean_of_the_nll():
+    from dlm.train.losses import next_token_loss
+    # logits that give known probabilities: at every position p(token 0) = 1/2, p(1) = 1/4
+    logits = np.log(np.array([0.5, 0.25, 0.25], np.float32))[None, None].repeat(4, 1)
+    tokens = np.array([[0, 0, 1, 1]])                  # targets 0, 1, 1 -> nll ln2, ln4, ln4
+    weights = np.array([[0, 0.5, 1, 0]], np.float32)   # weight .5 on ln2, 1 on ln4, 0 on ln4
+    loss, m = next_token_loss(logits, tokens, weights)
+    assert float(loss) == pytest.approx((0.5 * np.log(2) + np.log(4)) / 1.5, rel=1e-6)
+    assert float(m["nats_sum"]) == pytest.approx(0.5 * np.log(2) + np.log(4), rel=1e-6)
+
+
+def test_bpe_sft_policy_carries_its_tokenizer_through_load_sft(tmp_path):
+    from dlm.data.subword import SubwordTokenizer
+    cfg = dataclasses.replace(sft.PRESETS["tiny"], steps=2, ckpt_every=0, n_samples=2,
+                              tokenizer="bpe", bpe_vocab=512, prompt_loss_weight=0.3)
+    policy = sft.sft_policy(cfg, directory=tmp_path / "bpe", corpus=(_hand_corpus(), "hand"))
+    loaded = sft.load_sft(tmp_path / "bpe")
+    assert isinstance(loaded.tokenizer, SubwordTokenizer)
+    assert loaded.model_cfg.vocab_size == policy.tokenizer.vocab_size == loaded.tokenizer.vocab_size
+    assert loaded.tokenizer.encode("Why town 7 matters") == policy.tokenizer.encode("Why town 7 matters")
+    for x, y in zip(jax.tree.leaves(policy.params), jax.tree.leaves(loaded.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    pool = sample_pool(loaded.params, loaded.model_cfg, loaded.tokenizer, ["Story 3 about a town."],
+                       n=2, key=jax.random.key(0), max_new_tokens=6, batch_size=2)
+    assert len(pool.texts[0]) == 2 and all(isinstance(t, str) for t in pool.texts[0])

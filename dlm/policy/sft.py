@@ -26,7 +26,7 @@ import numpy as np
 from dlm import cli, outputs
 from dlm.data.batching import bits_per_byte, encode_sft, target_bytes
 from dlm.data.corpus import StoryCorpus
-from dlm.data.tokenizer import ByteTokenizer
+from dlm.data.tokenizer import ByteTokenizer, Tokenizer
 from dlm.models.decoder import PRESETS as MODEL_PRESETS, Decoder, DecoderConfig, count_params
 from dlm.models.decoder import init_params
 from dlm.train.checkpoint import Checkpointer
@@ -58,6 +58,9 @@ class SFTConfig:
     n_samples: int = 10             # held-out ledes to write headlines for
     temperature: float = 0.7
     max_new_tokens: int = 64
+    tokenizer: str = "byte"         # "byte", or "bpe": byte-level BPE trained on the train split
+    bpe_vocab: int = 4096           # BPE vocabulary (specials and 256 bytes included)
+    prompt_loss_weight: float = 0.0  # weight of the lede tokens in the training loss (LM signal)
 
 
 # Named SFT runs; scripts.train_sft exposes them as --preset, and later stages (DPO,
@@ -74,12 +77,37 @@ PRESETS: dict[str, SFTConfig] = {
 
 
 class SFTPolicy(NamedTuple):
-    """A trained SFT policy: what best-of-n, DPO and REINFORCE start from."""
+    """A trained SFT policy: what best-of-n, DPO and REINFORCE start from. Use its
+    `tokenizer` (byte, trained BPE or a pretrained LLM's); never assume bytes."""
 
     params: Any
     model_cfg: DecoderConfig
-    tokenizer: ByteTokenizer
+    tokenizer: Tokenizer
     directory: pathlib.Path
+
+
+TOKENIZER_FILE = "tokenizer.json"   # a trained BPE, saved beside the checkpoints
+
+
+def build_tokenizer(cfg: SFTConfig, train: StoryCorpus) -> Tokenizer:
+    """The byte tokenizer, or a BPE learned from the training stories only (ledes and
+    headlines), so validation text never shapes the vocabulary."""
+    if cfg.tokenizer == "byte":
+        return ByteTokenizer()
+    if cfg.tokenizer == "bpe":
+        from dlm.data.subword import SubwordTokenizer
+        texts = list(train.contexts) + [h for hs in train.headlines for h in hs]
+        return SubwordTokenizer.train(texts, vocab_size=cfg.bpe_vocab)
+    raise SystemExit(f"--set tokenizer: unknown {cfg.tokenizer!r}; have 'byte', 'bpe'")
+
+
+def load_tokenizer(directory: pathlib.Path) -> Tokenizer:
+    """The tokenizer an SFT run in `directory` trained with."""
+    path = pathlib.Path(directory) / TOKENIZER_FILE
+    if not path.exists():
+        return ByteTokenizer()
+    from dlm.data.subword import SubwordTokenizer
+    return SubwordTokenizer.load(path)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -167,6 +195,20 @@ def make_batch_for_step(tokens_NxL: np.ndarray, mask_NxL: np.ndarray, batch_size
 
 
 # ---- training and evaluation -------------------------------------------------------------
+def prompt_weighted_mask(tokens_NxL: np.ndarray, mask_NxL: np.ndarray, pad_id: int,
+                         weight: float) -> np.ndarray:
+    """The training loss weights: 1 on response targets, `weight` on the prompt's tokens
+    after BOS (predicting the lede is language-model signal), 0 on BOS and padding.
+
+    next_token_loss averages nll with these weights, so weight=0 is exactly the
+    prompt-masked SFT loss."""
+    if weight == 0:
+        return mask_NxL
+    prompt = (tokens_NxL != pad_id) & (mask_NxL == 0)
+    prompt[:, 0] = False  # BOS is never a target
+    return (mask_NxL + weight * prompt).astype(np.float32)
+
+
 def sft_loss_fn(model: Decoder):
     """loss_fn(params, batch, rng) for the generic train step: next-token loss on the
     headline bytes (and EOS) only; the lede is context."""
@@ -200,13 +242,15 @@ def sample_headlines(params, model_cfg, tok, ledes: list[str], cfg: SFTConfig) -
     return [row[0] for row in pool.texts]
 
 
-def model_config(cfg: SFTConfig) -> DecoderConfig:
-    """The decoder preset with the SFT run's dtype and a context long enough for max_len."""
+def model_config(cfg: SFTConfig, vocab_size: int | None = None) -> DecoderConfig:
+    """The decoder preset with the SFT run's dtype, a context long enough for max_len and
+    the tokenizer's vocabulary (default: the preset's, i.e. bytes)."""
     if cfg.model not in MODEL_PRESETS:
         raise SystemExit(f"--set model: unknown decoder preset {cfg.model!r}; "
                          f"have {sorted(MODEL_PRESETS)}")
     base = MODEL_PRESETS[cfg.model]
-    return dataclasses.replace(base, dtype=cfg.dtype, max_len=max(base.max_len, cfg.max_len))
+    return dataclasses.replace(base, dtype=cfg.dtype, max_len=max(base.max_len, cfg.max_len),
+                               vocab_size=vocab_size or base.vocab_size)
 
 
 def _samples_md(ledes, generated, references) -> str:
@@ -246,11 +290,17 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
     None), else from `data` or the built-in corpus; either way split by `split_corpus`."""
     out = pathlib.Path(out)
     _check_resume(out, resume)
-    tok = ByteTokenizer()
-    model_cfg = model_config(cfg)
     stories, source = load_corpus(data, cfg, corpus)
     train, val = split_corpus(stories, cfg, source)
+    if resume and (out / TOKENIZER_FILE).exists():
+        tok = load_tokenizer(out)        # the checkpoints' vocabulary, not a retrained one
+    else:
+        tok = build_tokenizer(cfg, train)
+        if cfg.tokenizer != "byte":
+            tok.save(out / TOKENIZER_FILE)   # load_sft rebuilds the policy's tokenizer from it
+    model_cfg = model_config(cfg, tok.vocab_size)
     tr_tokens, tr_mask = encode_sft(tok, *sft_pairs(train), cfg.max_len, cfg.max_prompt_len)
+    tr_weight = prompt_weighted_mask(tr_tokens, tr_mask, tok.pad_id, cfg.prompt_loss_weight)
     va_tokens, va_mask = encode_sft(tok, *sft_pairs(val), cfg.max_len, cfg.max_prompt_len)
     va_tokens, va_mask = va_tokens[:cfg.max_val_pairs], va_mask[:cfg.max_val_pairs]
     outputs.write_json(out / "config.json", {
@@ -273,7 +323,7 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
     t0 = time.perf_counter()
     result = train_loop(
         TrainState.create(params, tx), make_train_step(loss_fn, tx, make_schedule(optim)),
-        make_batch_for_step(tr_tokens, tr_mask, cfg.batch_size, cfg.seed), cfg.steps,
+        make_batch_for_step(tr_tokens, tr_weight, cfg.batch_size, cfg.seed), cfg.steps,
         jax.random.key(cfg.seed + 1),
         LoopConfig(out_dir=out, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
                    resume=resume, quiet=quiet, desc="sft"))
@@ -287,6 +337,7 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
     outputs.write_text(out / "samples.md", _samples_md(ledes, generated, [h[0] for h in val.headlines[:n]]))
     tps = [r["tokens_per_s"] for r in result.history if "tokens_per_s" in r]
     summary = {"model": f"{cfg.model} ({count_params(params):,} params)", "steps": cfg.steps,
+               "tokenizer": repr(tok), "prompt loss weight": cfg.prompt_loss_weight,
                "batch x context": f"{cfg.batch_size} x {cfg.max_len}",
                "resumed from step": result.resumed_from, "train seconds (this call)": round(train_s, 1),
                "train tokens/s (median window)": round(float(np.median(tps))) if tps else None,
@@ -299,7 +350,7 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
         print(f"outputs in {out}")
     return {"bpb_before": bpb_before, "bpb_after": bpb_after, "samples": generated,
             "resumed_from": result.resumed_from, "params": params, "model_cfg": model_cfg,
-            "train_seconds": train_s}
+            "tokenizer": tok, "train_seconds": train_s}
 
 
 # ---- the cached policy -------------------------------------------------------------------
@@ -317,7 +368,7 @@ def load_sft(directory: pathlib.Path) -> SFTPolicy:
             raise FileNotFoundError(f"{directory / 'checkpoints'}: no checkpoint saved yet")
         params = ck.restore_params()
     params = jax.tree.map(np.asarray, params)
-    return SFTPolicy(params, model_cfg, ByteTokenizer(), directory)
+    return SFTPolicy(params, model_cfg, load_tokenizer(directory), directory)
 
 
 def _mismatch(directory: pathlib.Path, cfg: SFTConfig, source: str,
@@ -369,7 +420,7 @@ def sft_policy(cfg: SFTConfig, data: pathlib.Path | None = None,
     else:
         resume = False
     res = train_sft(cfg, directory, data, resume=resume, quiet=quiet, corpus=corpus)
-    return SFTPolicy(res["params"], res["model_cfg"], ByteTokenizer(), directory)
+    return SFTPolicy(res["params"], res["model_cfg"], res["tokenizer"], directory)
 
 
 def sft_cache_dir(cfg: SFTConfig, data: pathlib.Path | None = None,
