@@ -324,14 +324,20 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
     return frame
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None):
+    """(config, parsed arguments) from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
     parser.add_argument("--data", type=pathlib.Path, default=None,
                         help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
     args = parser.parse_args(argv)
-    run(cli.resolve_config(args, PRESETS), args.out, args.data, args.quiet)
+    return cli.resolve_config(args, PRESETS), args
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse_args(argv)
+    run(cfg, args.out, args.data, args.quiet)
 
 
 if __name__ == "__main__":
