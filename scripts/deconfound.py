@@ -24,6 +24,16 @@ deconfoundlm on the adjusted outcomes, or any other registered method by name, o
 text representation; it is saved with Orbax in DIR/rewards/NAME/ (checkpoints/, reward.json),
 with its scores of every distinct content in DIR/reward_scores.csv and the training curve
 in DIR/metrics.jsonl. Trainer fields (steps, lr, ...) are set with --set as well.
+
+--finetune best-of-n|dpo|pg (needs --context; trains the deconfoundlm reward unless
+--train-reward names another) fine-tunes a headline writer against that reward with
+dlm.finetune: SFT on the log's (context, content) stories (one per --group, else per
+context; cached in $DLM_CACHE), then best-of-n, DPO or REINFORCE from dlm.policy, and
+writes generations for held-out contexts from SFT and from the fine-tuned policy to
+DIR/finetune/ (samples.csv, samples.md, summary.md with mean reward and KL to SFT,
+metrics.jsonl, policy/checkpoints/). --finetune-preset tiny|quick, --sft-preset,
+--finetune-steps, --model NAME and --finetune-set FIELD=VALUE (dlm.finetune.FinetuneConfig)
+choose its settings.
 """
 from __future__ import annotations
 
@@ -37,6 +47,7 @@ import time
 import numpy as np
 
 from dlm import api, cli, outputs
+from dlm import finetune as ft
 from dlm import report as rep
 from dlm.causal.diagnostics import DiagnosticsConfig, level_codes
 from dlm.causal.fit import EstimatorConfig
@@ -276,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    cli.add_common_args(parser, PRESETS, default_preset="map")
+    cli.add_common_args(parser, PRESETS, default_preset="map", model_field="model")
     parser.add_argument("--data", type=pathlib.Path, required=True, help=".csv, .csv.gz or .parquet")
     parser.add_argument("--content", required=True, help="text column whose effect is wanted")
     parser.add_argument("--context", help="text column it was written for (carried along)")
@@ -302,7 +313,42 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frozen text representation of the reward (default: ngrams)")
     parser.add_argument("--reward-dim", type=int, default=64,
                         help="width of the n-gram SVD representation (default: 64)")
+    add_finetune_args(parser)
     return parser
+
+
+def add_finetune_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--finetune", choices=ft.KINDS,
+                        help="fine-tune a policy against the reward (needs --context)")
+    parser.add_argument("--finetune-preset", choices=sorted(ft.PRESETS), default="quick",
+                        help="fine-tuning settings (default: quick; tiny to try it)")
+    parser.add_argument("--sft-preset", help="SFT preset of the policy (dlm.policy.sft.PRESETS; "
+                                             "default: the finetune preset's)")
+    parser.add_argument("--finetune-steps", type=int, help="DPO / pg updates")
+    parser.add_argument("--finetune-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a dlm.finetune.FinetuneConfig field; repeatable")
+
+
+def finetune_config(args, parser) -> ft.FinetuneConfig | None:
+    """The FinetuneConfig of --finetune (None without it); every problem is a usage error
+    before anything is read or fitted."""
+    extra = [f for f, v in (("--sft-preset", args.sft_preset), ("--model", args.model),
+                            ("--finetune-steps", args.finetune_steps),
+                            ("--finetune-set", args.finetune_set)) if v]
+    if not args.finetune:
+        if extra:
+            parser.error(f"{extra[0]} needs --finetune best-of-n|dpo|pg")
+        return None
+    if not args.context:
+        parser.error("--finetune needs --context COL: the column holding the prompt each "
+                     "content was written for (the policy learns context -> content and "
+                     "writes for held-out contexts)")
+    fields = {k: v for k, v in (("kind", args.finetune), ("sft_preset", args.sft_preset),
+                                ("model", args.model), ("steps", args.finetune_steps)) if v}
+    try:
+        return ft.resolve_config(args.finetune_preset, args.finetune_set, **fields)
+    except (ValueError, SystemExit) as err:
+        parser.error(f"--finetune: {err}")
 
 
 def _check_args(args, parser) -> None:
@@ -314,9 +360,9 @@ def _check_args(args, parser) -> None:
         parser.error(f"--out {args.out} exists and is not a directory")
 
 
-def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None):
-    """Validate, fit, diagnose (and train a reward); returns everything to write (nothing
-    is written here)."""
+def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=None):
+    """Validate, fit, diagnose (and train a reward, fine-tune a policy against it); returns
+    everything to write (nothing is written here)."""
     t0 = time.perf_counter()
     confounders = parse_confounders(args.confounder)
     if args.train_reward:
@@ -328,6 +374,8 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None):
                          confounders=confounders, derive=args.derive or None,
                          time_unit=args.time_unit, source=str(args.data))
     api.check_columns_free(frame, log)
+    if ft_cfg is not None:
+        ft.check_log(log, ft_cfg)
     result = api.fit(log, text=args.text_features, cfg=cfg)
     diag = api.diagnose(result, dcfg)
     series = {name: confounder_series(result, name) for name in log.confounders}
@@ -335,9 +383,28 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None):
     if args.train_reward:
         rewards = api.train(result, args.train_reward, args.reward_representation,
                             args.reward_dim, tcfg, seed=cfg.seed, history=history)
+    tuned = None
+    if ft_cfg is not None:         # a knob method's first strength (odin, invariant)
+        tuned = ft.finetune(result, rewards[0], cfg=ft_cfg, quiet=True)
     seconds = time.perf_counter() - t0
     return dict(table=api.adjust(frame, result), result=result, diag=diag, series=series,
-                rewards=rewards, history=history, seconds=seconds)
+                rewards=rewards, history=history, finetune=tuned, seconds=seconds)
+
+
+def finetune_section(tuned: ft.FinetuneResult) -> str:
+    """report.md's summary of DIR/finetune/."""
+    s = tuned.summary.set_index("policy")
+    diff = s.loc[tuned.cfg.kind, "mean_reward"] - s.loc["sft", "mean_reward"]
+    return "\n".join([
+        "## Fine-tuned policy", "",
+        f"{tuned.cfg.kind} against the {tuned.info['reward']} reward, from an SFT policy "
+        f"(preset `{tuned.cfg.sft_preset}`, model {tuned.sft_cfg.model}) on this log's "
+        f"{tuned.info['n_stories']} stories; generations for "
+        f"{tuned.info['n_heldout_contexts_used']} held-out contexts:", "",
+        outputs.markdown_table(tuned.summary[["policy", "n", "mean_reward", "se_reward",
+                                              "kl_to_sft", "marker_rate"]], floatfmt=".4g"),
+        f"Mean reward {tuned.cfg.kind} - SFT: {diff:+.4f}. Details, samples and the policy's "
+        "parameters: finetune/ (summary.md, samples.md, samples.csv, policy/checkpoints/).", ""])
 
 
 def reward_section(scores, rewards) -> str:
@@ -355,9 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(args, parser)
+    ft_cfg = finetune_config(args, parser)
+    if ft_cfg is not None and not args.train_reward:
+        args.train_reward = "deconfoundlm"
     cfg, dcfg, tcfg = resolve_configs(args)
     try:
-        out = run(args, cfg, dcfg, tcfg)
+        out = run(args, cfg, dcfg, tcfg, ft_cfg)
     except (LogValidationError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -367,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     scores = api.score_contents(result, out["rewards"]) if out["rewards"] else None
     if scores is not None:
         text += "\n" + reward_section(scores, out["rewards"])
+    if out["finetune"] is not None:
+        text += "\n" + finetune_section(out["finetune"])
     config = {"data": args.data, "content": args.content, "context": args.context,
               "group": args.group, "successes": args.successes, "trials": args.trials,
               "outcome": args.outcome, "confounders": parse_confounders(args.confounder),
@@ -375,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
               "diagnostics": dcfg, "rows": len(result.log), "seconds": out["seconds"],
               "train_reward": args.train_reward,
               "reward_representation": args.reward_representation, "reward_dim": args.reward_dim,
-              "trainer": tcfg if args.train_reward else None}
+              "trainer": tcfg if args.train_reward else None, "finetune": ft_cfg}
     d = args.out
     outputs.write_csv(d / "adjusted.csv", out["table"])
     outputs.write_csv(d / "effects.csv", result.effects())
@@ -389,10 +461,14 @@ def main(argv: list[str] | None = None) -> int:
     if scores is not None:
         outputs.write_csv(d / "reward_scores.csv", scores)
         outputs.append_jsonl(d / "metrics.jsonl", out["history"])
+    if out["finetune"] is not None:
+        out["finetune"].save(d / "finetune")
     outputs.write_text(d / "report.md", text)
     outputs.write_json(d / "config.json", config)
     print(f"wrote {d}/adjusted.csv, effects.csv, report.md ({len(result.log):,} rows, "
           f"{out['seconds']:.1f} s)")
+    if out["finetune"] is not None:
+        print(f"wrote {d}/finetune/ (summary.md, samples.csv): {out['finetune'].cfg.kind} vs SFT")
     for w in diag.warnings:
         print(f"warning: {w}")
     return 0
