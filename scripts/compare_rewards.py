@@ -15,8 +15,9 @@ fitted once per world; each reward is scored on the held-out stories' candidates
   objective      mean tau of best-of-n picks from an SFT policy's candidates for held-out
                  ledes (one pool per seed, shared by all methods); also normalised
                  (0 = SFT's first sample, 1 = oracle) and the picks' marker_rate.
-The SFT policy is trained once per world on a log's posted (lede, headline) pairs, so it
-writes weekday markers as often as editors did.
+The SFT policy is trained once per world on a log's posted (lede, headline) pairs (cached
+under $DLM_CACHE by dlm.policy.sft.sft_policy), so it writes weekday markers as often as
+editors did.
 Writes results.csv (one row per seed x method x strength), summary.md (mean ± se over
 seeds), rewards.png, metrics.jsonl (reward-training curves) and config.json.
 """
@@ -24,19 +25,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import sys
 import time
 
-import jax
-import numpy as np
-import pandas as pd
+# The estimator's small Cholesky factorisations: OpenBLAS threads busy-wait against XLA's
+# on small machines (see scripts.upworthy). Only effective before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from dlm import cli, outputs
-from dlm.causal.fit import EstimatorConfig
-from dlm.eval import causal_metrics as cm
-from dlm.eval.stats import format_table, summarise
-from dlm.rewards import METHODS, MethodContext, TrainerConfig, fit_representation, train_reward
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from dlm import cli, outputs  # noqa: E402
+from dlm.causal.fit import EstimatorConfig  # noqa: E402
+from dlm.eval import causal_metrics as cm  # noqa: E402
+from dlm.eval.stats import format_table, summarise  # noqa: E402
+from dlm.rewards import (METHODS, MethodContext, TrainerConfig,  # noqa: E402
+                         fit_representation, train_reward)
 
 METRICS = ("causal_corr", "spurious_gap", "pair_acc", "objective", "normalised_objective",
            "marker_rate", "gap_monday", "gap_friday")
@@ -119,29 +126,26 @@ def build_worlds(cfg: CompareConfig, data: pathlib.Path | None):
     return HeadlineWorld(train, wcfg), HeadlineWorld(held, wcfg), source
 
 
-def train_policy(log, cfg: CompareConfig, quiet: bool = True):
-    """The SFT policy on the log's posted (lede, headline) pairs: (params, DecoderConfig, tok)."""
-    from tqdm.auto import tqdm
+def posted_corpus(log, corpus):
+    """The log's posted (lede, headline) pairs as stories of `corpus` (log.group indexes
+    them), one headline entry per posting, repeats kept: SFT on it writes each variant, and
+    weekday markers, as often as the editors posted them."""
+    story = np.asarray(log.group)
+    ids = np.unique(story)
+    content = np.asarray(log.content).astype(str)
+    heads = tuple(tuple(content[story == s]) for s in ids)
+    return dataclasses.replace(corpus.take(ids), headlines=heads)
 
-    from dlm.data.batching import encode_sft
-    from dlm.data.tokenizer import ByteTokenizer
-    from dlm.models.decoder import Decoder, init_params
-    from dlm.policy.sft import make_batch_for_step, model_config, sft_loss_fn
-    from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
-    from dlm.train.step import TrainState, make_train_step
 
-    sft, tok = _sft_config(cfg), ByteTokenizer()
-    model_cfg = model_config(sft)
-    tokens, mask = encode_sft(tok, [str(c) for c in log.context], [str(c) for c in log.content],
-                              sft.max_len, sft.max_prompt_len)
-    optim = OptimConfig(lr=sft.lr, warmup_steps=sft.warmup_steps, total_steps=sft.steps)
-    tx = make_optimizer(optim)
-    step = make_train_step(sft_loss_fn(Decoder(model_cfg)), tx, make_schedule(optim))
-    state = TrainState.create(init_params(model_cfg, jax.random.key(sft.seed)), tx)
-    batches = make_batch_for_step(tokens, mask, sft.batch_size, sft.seed)
-    for s in tqdm(range(sft.steps), desc="sft policy", disable=quiet, leave=False):
-        state, _ = step(state, batches(s), jax.random.key(s))
-    return jax.device_get(state.params), model_cfg, tok
+def train_policy(log, world, cfg: CompareConfig, label: str, quiet: bool = True):
+    """The SFT policy on the log's posted pairs (dlm.policy.sft.sft_policy: cached under
+    $DLM_CACHE by config and corpus): (params, DecoderConfig, tokenizer)."""
+    from dlm.policy.sft import sft_policy
+
+    sft = dataclasses.replace(_sft_config(cfg), val_fraction=0.1, max_val_pairs=128,
+                              ckpt_every=cfg.sft_steps, n_samples=4)
+    policy = sft_policy(sft, quiet=quiet, corpus=(posted_corpus(log, world.corpus), label))
+    return policy.params, policy.model_cfg, policy.tokenizer
 
 
 # ---- evaluation of one reward ---------------------------------------------------------------
@@ -199,38 +203,100 @@ def _methods(cfg: CompareConfig) -> list[str]:
     return names
 
 
-def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = True,
-        history: list | None = None) -> tuple[pd.DataFrame, dict]:
-    """All seeds x methods; returns (results frame, timings and sizes)."""
-    from tqdm.auto import tqdm
+@dataclasses.dataclass(eq=False)
+class Shared:
+    """What worlds over one corpus can share: the SFT policy, the frozen representation and
+    the policy's best-of-n pools (one per seed, filled by `run`).
 
-    from dlm.policy.best_of_n import sample_pool
+    Built by `prepare` for one config; `run` accepts it for any config that differs only in
+    fields outside POLICY_FIELDS (the world's entanglement, p_marker, ..., the reward
+    training), so several worlds reuse one SFT run and score the same candidate pools.
+    """
+
+    cfg: CompareConfig
+    policy: tuple                      # (params, DecoderConfig, tokenizer)
+    rep: object
+    sft_s: float
+    representation_s: float
+    pools: dict = dataclasses.field(default_factory=dict)   # seed -> Pool
+
+    def check(self, cfg: CompareConfig) -> None:
+        diff = [f for f in POLICY_FIELDS if getattr(cfg, f) != getattr(self.cfg, f)]
+        if diff:
+            raise ValueError(f"shared policy/pools were prepared for other {diff}")
+
+    def pool(self, seed: int, ledes: list[str]):
+        """The policy's best-of-n pool for `seed` (sampled once, then reused)."""
+        from dlm.policy.best_of_n import sample_pool
+
+        if seed not in self.pools:
+            c = self.cfg
+            self.pools[seed] = sample_pool(*self.policy, ledes, c.best_of, jax.random.key(seed),
+                                           c.max_new_tokens, c.temperature,
+                                           max_prompt_len=c.max_prompt_len)
+        return self.pools[seed]
+
+
+# Fields the SFT policy, the representation or the pools depend on (the corpus split too).
+POLICY_FIELDS = ("n_stories", "heldout_fraction", "max_heldout_stories", "first_seed",
+                 "representation", "rep_dim", "policy_model", "sft_steps", "sft_batch", "sft_lr",
+                 "max_len", "max_prompt_len", "best_of", "n_ledes", "max_new_tokens",
+                 "temperature")
+
+
+def prepare(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = True
+            ) -> Shared:
+    """Train the SFT policy on a log of cfg's world and fit the representation on the
+    training stories' candidates (with every marker)."""
     from sims.headlines import MARKER_PREFIXES
 
-    t0, info = time.perf_counter(), {}
-    names = _methods(cfg)
-    world, world_held, info["data"] = build_worlds(cfg, data)
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
-    policy = train_policy(world.sample(jax.random.key(10**6 + cfg.first_seed), cfg.n_postings).log,
-                          cfg, quiet=not progress)
-    info["sft_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    world, _, source = build_worlds(cfg, data)
+    key = 10**6 + cfg.first_seed
+    label = (f"posted log ({cfg.n_postings} postings, key {key}) of the world over {source}, "
+             f"entanglement {cfg.entanglement:g}, p_marker {cfg.p_marker:g}")
+    policy = train_policy(world.sample(jax.random.key(key), cfg.n_postings).log, world, cfg,
+                          label, quiet=not progress)
+    sft_s = time.perf_counter() - t0
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
     rep = fit_representation(cfg.representation, universe, dim=cfg.rep_dim, seed=cfg.first_seed,
                              trunk=policy)
-    info["representation_s"] = time.perf_counter() - t0 - info["sft_s"]
+    return Shared(cfg, policy, rep, sft_s, time.perf_counter() - t0 - sft_s)
+
+
+def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = True,
+        history: list | None = None, shared: Shared | None = None
+        ) -> tuple[pd.DataFrame, dict]:
+    """All seeds x methods; returns (results frame, timings and sizes). `shared` (from
+    `prepare`) skips the SFT policy and representation (their seconds are then 0)."""
+    from tqdm.auto import tqdm
+
+    t0, info = time.perf_counter(), {}
+    names = _methods(cfg)
+    if shared is None:
+        shared = prepare(cfg, data, progress)
+        info["sft_s"], info["representation_s"] = shared.sft_s, shared.representation_s
+    else:
+        shared.check(cfg)
+        info["sft_s"] = info["representation_s"] = 0.0
+    world, world_held, info["data"] = build_worlds(cfg, data)
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    rep, policy = shared.rep, shared.policy
     tcfg = TrainerConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l2=cfg.l2,
                          hidden=cfg.hidden, freeze_trunk=cfg.freeze_trunk)
     est = EstimatorConfig(folds=cfg.folds)
     ledes = list(world_held.corpus.contexts[:cfg.n_ledes])
     c_ref = world.reference_condition()
     rows, history = [], [] if history is None else history
+    info["pool_s"] = 0.0
     bar = tqdm(total=len(seeds) * len(names), desc="seeds x methods", disable=not progress)
     for seed in seeds:
         sample = world.sample(jax.random.key(seed), cfg.n_postings)
-        pool = sample_pool(*policy, ledes, cfg.best_of, jax.random.key(seed), cfg.max_new_tokens,
-                           cfg.temperature, max_prompt_len=cfg.max_prompt_len)
+        t = time.perf_counter()
+        pool = shared.pool(seed, ledes)
+        info["pool_s"] += time.perf_counter() - t
         h = held_out(world_held, pool, world.true_effect, cfg.marker_effect, seed)
-        base = {"seed": seed, "entanglement": cfg.entanglement}
+        base = {"seed": seed, "entanglement": cfg.entanglement, "p_marker": cfg.p_marker}
         rows.append({**base, "method": "sft", "strength": np.nan, **_sft_row(h)})
         ctx = MethodContext(sample.log, rep, world=world, seed=seed, estimator=est,
                             estimator_dims=cfg.estimator_dims, n_oracle=cfg.n_oracle or None,
@@ -250,8 +316,8 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
             bar.update(1)
     bar.close()
     frame = pd.DataFrame(rows)
-    frame = frame.reindex(columns=["seed", "entanglement", "method", "strength", *METRICS,
-                                   "seconds"])
+    frame = frame.reindex(columns=["seed", "entanglement", "p_marker", "method", "strength",
+                                   *METRICS, "seconds"])
     frame["normalised_objective"] = _normalised(frame)
     info["total_s"] = time.perf_counter() - t0
     info["n_heldout_texts"], info["n_pairs"] = len(h.texts), len(h.pairs)

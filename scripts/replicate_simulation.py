@@ -1,0 +1,311 @@
+"""The simulation study: every reward method over a grid of worlds (entanglement x p_marker).
+
+    python -m scripts.replicate_simulation --preset quick --out runs/replicate_simulation
+    python -m scripts.replicate_simulation --preset full --out runs/replicate_full
+                                           [--model smollm2-135m] [--data UPWORTHY.csv.gz]
+                                           [--set entanglements=0,0.6 --set seeds=5]
+
+Each world is scripts.compare_rewards' world (DESIGN.md section 3) at one entanglement and
+p_marker; every method of dlm.rewards.METHODS trains its reward on each seed's
+observational log (odin and invariant over their strength sweep `knob`) and is scored on
+held-out stories (causal_corr, spurious_gap, pair_acc) and by the best-of-n objective from
+an SFT policy. The SFT policy is trained once per p_marker (on the log of the
+`sft_entanglement` world) and its candidate pools (one per seed) are shared by every
+entanglement, so within a p_marker all worlds rank the same candidates: objective
+differences across entanglement come from the rewards alone.
+Writes results.csv (one row per seed x entanglement x p_marker x method x strength),
+summary.md (tables per metric, deconfoundlm's relative gain over odin per scenario, stage
+timings), objective.png and causal_corr.png (metric vs entanglement, one line per method,
+mean ± se over seeds, one panel per p_marker), metrics.jsonl and config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import sys
+import time
+
+# The estimator's many small Cholesky factorisations: OpenBLAS threads busy-wait against
+# XLA's on small machines (see scripts.upworthy). Only effective before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from dlm import cli, outputs  # noqa: E402
+from dlm.eval.stats import format_mean_se, summarise  # noqa: E402
+from scripts import compare_rewards as cr  # noqa: E402
+
+# results.csv starts with exactly these columns (the issue's contract); extras follow.
+COLUMNS = ("seed", "entanglement", "p_marker", "method", "causal_corr", "spurious_gap",
+           "objective", "objective_normalised")
+EXTRA = ("strength", "pair_acc", "marker_rate", "gap_monday", "gap_friday", "seconds")
+TABLES = (("objective", "Objective (mean true tau of the best-of-n picks)"),
+          ("objective_normalised", "Normalised objective (0 = SFT policy, 1 = oracle reward)"),
+          ("causal_corr", "causal_corr (corr of r(X) with tau(X) on held-out headlines)"),
+          ("spurious_gap", "spurious_gap (Monday-marker gap minus its true effect; 0 is right)"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicateConfig(cr.CompareConfig):
+    """compare_rewards' config plus the grid; its single `entanglement`/`p_marker` fields
+    are replaced by every value of `entanglements` x `p_markers`."""
+
+    entanglements: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9)
+    p_markers: tuple[float, ...] = (0.8, 1.0)
+    sft_entanglement: float = 0.0      # the world whose log each p_marker's SFT policy learns
+
+
+def _from(base: cr.CompareConfig, **changes) -> ReplicateConfig:
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    return ReplicateConfig(**{**fields, **changes})
+
+
+# Sized so quick runs 8 worlds in <= 15 min on 2 CPU cores (compare_rewards' quick is one
+# world in 4-7 min): the SFT policy and pools are shared; fewer postings and steps.
+PRESETS = {
+    "tiny": _from(cr.PRESETS["tiny"], entanglements=(0.0, 0.9)),
+    "quick": _from(cr.PRESETS["quick"], n_postings=8000, steps=300, knob=(1.0, 10.0, 100.0),
+                   folds=3, estimator_dims=16, sft_steps=250, n_ledes=48, max_heldout_stories=100),
+    "full": _from(cr.PRESETS["full"]),
+}
+
+
+# ---- the grid ---------------------------------------------------------------------------------
+def world_config(cfg: ReplicateConfig, entanglement: float, p_marker: float) -> cr.CompareConfig:
+    """compare_rewards' config for one world of the grid."""
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cr.CompareConfig)}
+    return cr.CompareConfig(**{**fields, "entanglement": float(entanglement),
+                               "p_marker": float(p_marker)})
+
+
+def run(cfg: ReplicateConfig, data: pathlib.Path | None = None, progress: bool = True,
+        history: list | None = None) -> tuple[pd.DataFrame, dict]:
+    """Every world of the grid; returns (tidy results, per-stage seconds and sizes)."""
+    from tqdm.auto import tqdm
+
+    t0, frames = time.perf_counter(), []
+    info = {"sft_s": 0.0, "representation_s": 0.0, "pool_s": 0.0, "worlds_s": 0.0,
+            "world_s": {}}
+    history = [] if history is None else history
+    bar = tqdm(total=len(cfg.entanglements) * len(cfg.p_markers), desc="worlds",
+               disable=not progress)
+    for p in cfg.p_markers:
+        shared = cr.prepare(world_config(cfg, cfg.sft_entanglement, p), data, progress=False)
+        info["sft_s"] += shared.sft_s
+        info["representation_s"] += shared.representation_s
+        for e in cfg.entanglements:
+            t = time.perf_counter()
+            curve: list = []
+            frame, winfo = cr.run(world_config(cfg, e, p), data, progress=False, history=curve,
+                                  shared=shared)
+            history += [{"entanglement": e, "p_marker": p, **r} for r in curve]
+            frames.append(frame)
+            info["pool_s"] += winfo["pool_s"]
+            info["world_s"][f"{e:g}/{p:g}"] = time.perf_counter() - t
+            info["worlds_s"] += time.perf_counter() - t
+            bar.update(1)
+    bar.close()
+    info.update(data=winfo["data"], representation=winfo["representation"],
+                n_heldout_texts=winfo["n_heldout_texts"], n_pairs=winfo["n_pairs"])
+    info["total_s"] = time.perf_counter() - t0
+    return tidy(pd.concat(frames, ignore_index=True)), info
+
+
+def tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """compare_rewards' frame with the issue's column names and order (extras after)."""
+    frame = frame.rename(columns={"normalised_objective": "objective_normalised"})
+    return frame.reindex(columns=[*COLUMNS, *EXTRA])
+
+
+# ---- the paper's comparison ------------------------------------------------------------------
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    return cr.labelled(frame)
+
+
+def best_strength(frame: pd.DataFrame, method: str, metric: str = "objective") -> pd.Series:
+    """Per scenario (entanglement, p_marker): the strength of `method` with the highest mean
+    `metric` over seeds (generous to the baseline: tuned on ground truth)."""
+    sub = frame[frame.method == method]
+    means = sub.groupby(["entanglement", "p_marker", "strength"])[metric].mean().reset_index()
+    idx = means.groupby(["entanglement", "p_marker"])[metric].idxmax()
+    return means.loc[idx].set_index(["entanglement", "p_marker"])["strength"]
+
+
+def relative_gain(frame: pd.DataFrame, method: str = "deconfoundlm", baseline: str = "odin"
+                  ) -> pd.DataFrame:
+    """Per scenario: `method` vs `baseline` at the baseline's best strength by objective.
+
+    gain = (mean_method - mean_baseline) / |mean_baseline| over seeds, for the objective and
+    the normalised objective; diff = the seed-paired difference of objectives, mean and se.
+    """
+    best = best_strength(frame, baseline)
+    rows = []
+    for (e, p), lam in best.items():
+        cell = frame[(frame.entanglement == e) & (frame.p_marker == p)]
+        m = cell[cell.method == method].set_index("seed")
+        b = cell[(cell.method == baseline) & (cell.strength == lam)].set_index("seed")
+        row = {"entanglement": e, "p_marker": p, f"{baseline}_strength": lam}
+        for col in ("objective", "objective_normalised"):
+            mm, bm = m[col].mean(), b[col].mean()
+            row.update({f"{method}_{col}": mm, f"{baseline}_{col}": bm,
+                        f"gain_{col}": (mm - bm) / abs(bm) if bm != 0 else np.nan})
+        d = (m["objective"] - b["objective"]).dropna().to_numpy()
+        row["diff_mean"] = d.mean() if d.size else np.nan
+        row["diff_se"] = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scenario_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Methods (odin/invariant per strength) x scenarios, cells "mean ± se" over seeds."""
+    lab = labelled(frame[frame[metric].notna()])       # sft has no reward metrics
+    summ = summarise(lab, ["label", "p_marker", "entanglement"], [metric])
+    summ = summ.assign(cell=[format_mean_se(m, s) for m, s in zip(summ["mean"], summ["se"])],
+                       scenario=[f"ent {e:g}, p {p:g}" for e, p in
+                                 zip(summ.entanglement, summ.p_marker)])
+    order = list(dict.fromkeys(summ.sort_values(["p_marker", "entanglement"]).scenario))
+    wide = summ.pivot_table(index="label", columns="scenario", values="cell", aggfunc="first",
+                            sort=False)
+    return wide[order].reset_index().rename_axis(columns=None)
+
+
+def gain_table(gain: pd.DataFrame, method: str = "deconfoundlm", baseline: str = "odin"
+               ) -> pd.DataFrame:
+    pct = lambda v: "nan" if np.isnan(v) else f"{100 * v:+.1f}%"  # noqa: E731
+    return pd.DataFrame({
+        "entanglement": [f"{e:g}" for e in gain.entanglement],
+        "p_marker": [f"{p:g}" for p in gain.p_marker],
+        f"{baseline} λ (best)": [f"{s:g}" for s in gain[f"{baseline}_strength"]],
+        f"objective {method}": gain[f"{method}_objective"].map("{:.3f}".format),
+        f"objective {baseline}": gain[f"{baseline}_objective"].map("{:.3f}".format),
+        "gain (objective)": gain["gain_objective"].map(pct),
+        "paired diff": [format_mean_se(m, s) for m, s in zip(gain.diff_mean, gain.diff_se)],
+        f"normalised {method}": gain[f"{method}_objective_normalised"].map("{:.3f}".format),
+        f"normalised {baseline}": gain[f"{baseline}_objective_normalised"].map("{:.3f}".format),
+        "gain (normalised)": gain["gain_objective_normalised"].map(pct)})
+
+
+def summary_text(frame: pd.DataFrame, cfg: ReplicateConfig, info: dict) -> str:
+    gain = relative_gain(frame)
+    entangled = gain[gain.entanglement >= 0.6]
+    parts = [
+        "# Reward methods across simulated worlds\n",
+        f"Worlds: entanglement {', '.join(f'{e:g}' for e in cfg.entanglements)} x p_marker "
+        f"{', '.join(f'{p:g}' for p in cfg.p_markers)}; marker effect {cfg.marker_effect}, k "
+        f"{cfg.k}; {cfg.seeds} seeds x {cfg.n_postings:,} postings per world; data: "
+        f"{info['data']}. Representation {info['representation']} (frozen), linear head, "
+        f"{cfg.steps} steps. Held-out: {info['n_heldout_texts']} candidates of unseen stories, "
+        f"{info['n_pairs']} within-story pairs. Objective: mean true tau of best-of-{cfg.best_of} "
+        f"picks for {cfg.n_ledes} held-out ledes from an SFT policy ({cfg.policy_model}, "
+        f"{cfg.sft_steps} steps) trained once per p_marker on the entanglement-"
+        f"{cfg.sft_entanglement:g} world's log; every world of a p_marker ranks the same "
+        f"pools. sft = the policy's first sample. Mean ± se over seeds.\n",
+        "## DeconfoundLM vs ODIN\n",
+        "ODIN at its best strength per scenario by mean objective (tuned on ground truth, "
+        "so generous to ODIN). gain = (deconfoundlm - odin) / |odin| of the seed means; "
+        "paired diff = deconfoundlm - odin objective, paired by seed (mean ± se).\n",
+        outputs.markdown_table(gain_table(gain)),
+        _gain_sentence(entangled),
+    ]
+    for metric, title in TABLES:
+        parts += [f"## {title}\n", outputs.markdown_table(scenario_table(frame, metric))]
+    parts.append(_notes(cfg, info))
+    return "\n".join(parts)
+
+
+def _gain_sentence(entangled: pd.DataFrame) -> str:
+    if entangled.empty:
+        return "No scenario with entanglement >= 0.6 in this grid.\n"
+    g = entangled["gain_objective"]
+    return (f"Under entangled confounding (entanglement >= 0.6; {len(g)} scenario(s)) we measure "
+            f"deconfoundlm's objective at {100 * g.min():+.1f}% to {100 * g.max():+.1f}% of "
+            f"odin's best (mean {100 * g.mean():+.1f}%); the paper reports over +16%. The "
+            "objective's zero is tau's (a headline with no causal feature), so a percentage "
+            "depends on that convention; the normalised objective is scale-free.\n")
+
+
+def _notes(cfg: ReplicateConfig, info: dict) -> str:
+    per_world = ", ".join(f"{k}: {v:.0f}" for k, v in info["world_s"].items())
+    return (
+        "## Notes\n\n"
+        "odin and invariant appear at every strength of their sweep (λ), not at one tuned "
+        "value. At p_marker = 1 the Monday marker is collinear with Monday: its true effect is "
+        "not identified from the log, and deconfoundlm (confounders unpenalised, text shrunk) "
+        "attributes it to Monday, a limitation of the method, not of the estimate. Per-marker "
+        "gaps, pair_acc and marker_rate are in results.csv.\n\n"
+        f"Wall time {info['total_s']:.0f} s: SFT policies {info['sft_s']:.0f} s, "
+        f"representations {info['representation_s']:.0f} s, candidate pools "
+        f"{info['pool_s']:.0f} s, worlds (rewards and scoring, pools included) "
+        f"{info['worlds_s']:.0f} s (entanglement/p_marker: {per_world}).\n")
+
+
+# ---- plots ------------------------------------------------------------------------------------
+def plot_metric(frame: pd.DataFrame, metric: str, path: pathlib.Path) -> None:
+    """metric vs entanglement, one line per method (odin/invariant per λ), mean ± se error
+    bars, one panel per p_marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lab = labelled(frame[frame[metric].notna()])
+    summ = summarise(lab, ["label", "method", "p_marker", "entanglement"], [metric])
+    methods = list(dict.fromkeys(lab.method))
+    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    styles = ("-", "--", ":", "-.")
+    p_markers = sorted(summ.p_marker.unique())
+    fig, axes = plt.subplots(1, len(p_markers), figsize=(5.5 * len(p_markers), 4.2), sharey=True,
+                             squeeze=False)
+    for ax, p in zip(axes[0], p_markers):
+        seen: dict = {}
+        for label, s in summ[summ.p_marker == p].groupby("label", sort=False):
+            m = s.method.iloc[0]
+            seen[m] = seen.get(m, -1) + 1
+            s = s.sort_values("entanglement")
+            ax.errorbar(s.entanglement + 0.006 * methods.index(m), s["mean"],
+                        yerr=s["se"].fillna(0), label=label, color=colour[m],
+                        ls=styles[seen[m] % len(styles)], marker="o", ms=3, capsize=2, lw=1.2)
+        ax.set_title(f"p_marker = {p:g}")
+        ax.set_xlabel("entanglement")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"{metric} vs entanglement (mean ± se over seeds)")
+    outputs.save_figure(path, fig)
+
+
+# ---- command line -----------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    cli.add_common_args(parser, PRESETS, model_field="policy_model")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="Upworthy CSV(.gz) whose stories the worlds use "
+                             "(default: built-in corpus)")
+    args = parser.parse_args(argv)
+    single = [o for o in args.overrides if o.split("=", 1)[0] in ("entanglement", "p_marker")]
+    if single:
+        raise SystemExit(f"--set {single[0]}: the grid is set by entanglements=... and "
+                         "p_markers=... (comma-separated)")
+    cfg = cli.resolve_config(args, PRESETS)
+    history: list = []
+    frame, info = run(cfg, args.data, progress=sys.stderr.isatty(), history=history)
+    text = summary_text(frame, cfg, info)
+    outputs.write_csv(args.out / "results.csv", frame)
+    outputs.write_text(args.out / "summary.md", text)
+    outputs.write_json(args.out / "config.json", {"preset": args.preset, "data": args.data,
+                                                  "config": cfg, "info": info})
+    (args.out / "metrics.jsonl").unlink(missing_ok=True)
+    outputs.append_jsonl(args.out / "metrics.jsonl", history)
+    for metric in ("objective", "causal_corr"):
+        plot_metric(frame, metric, args.out / f"{metric}.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

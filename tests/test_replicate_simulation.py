@@ -1,0 +1,131 @@
+"""scripts.replicate_simulation: the relative-gain arithmetic, the tables, the outputs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scripts import compare_rewards as cr
+from scripts import replicate_simulation as rs
+
+
+def _frame():
+    """Two scenarios x two seeds; odin at two strengths, with known objectives."""
+    rows = []
+    objectives = {  # (entanglement, method, strength) -> objective for seeds 0, 1
+        (0.0, "sft", np.nan): (0.10, 0.10), (0.0, "oracle", np.nan): (0.50, 0.50),
+        (0.0, "deconfoundlm", np.nan): (0.40, 0.46),
+        (0.0, "odin", 1.0): (0.30, 0.34), (0.0, "odin", 10.0): (0.20, 0.20),
+        (0.9, "sft", np.nan): (0.10, 0.10), (0.9, "oracle", np.nan): (0.50, 0.50),
+        (0.9, "deconfoundlm", np.nan): (0.30, 0.30),
+        (0.9, "odin", 1.0): (0.20, 0.20), (0.9, "odin", 10.0): (0.25, 0.27),
+    }
+    for (e, m, s), objs in objectives.items():
+        for seed, o in enumerate(objs):
+            rows.append({"seed": seed, "entanglement": e, "p_marker": 0.8, "method": m,
+                         "strength": s, "objective": o, "causal_corr": 0.5 + 0.1 * seed,
+                         "spurious_gap": 0.0})
+    frame = pd.DataFrame(rows)
+    frame["objective_normalised"] = (frame.objective - 0.10) / 0.40
+    return frame
+
+
+def test_odin_is_compared_at_its_best_strength_per_scenario():
+    best = rs.best_strength(_frame(), "odin")
+    assert best[(0.0, 0.8)] == 1.0 and best[(0.9, 0.8)] == 10.0
+
+
+def test_relative_gain_by_hand():
+    g = rs.relative_gain(_frame()).set_index("entanglement")
+    # entanglement 0: deconfoundlm 0.43, odin (λ=1) 0.32 -> +34.4 %
+    assert g.loc[0.0, "odin_strength"] == 1.0
+    assert g.loc[0.0, "gain_objective"] == pytest.approx(0.11 / 0.32)
+    # normalised: (0.43-0.1)/0.4 = 0.825 vs (0.32-0.1)/0.4 = 0.55
+    assert g.loc[0.0, "gain_objective_normalised"] == pytest.approx(0.275 / 0.55)
+    # paired diffs 0.10, 0.12
+    assert g.loc[0.0, "diff_mean"] == pytest.approx(0.11)
+    assert g.loc[0.0, "diff_se"] == pytest.approx(0.01)
+    # entanglement 0.9: odin's best is λ=10 (0.26); paired diffs 0.05, 0.03
+    assert g.loc[0.9, "odin_strength"] == 10.0
+    assert g.loc[0.9, "gain_objective"] == pytest.approx(0.04 / 0.26)
+    assert g.loc[0.9, "diff_mean"] == pytest.approx(0.04)
+    assert g.loc[0.9, "diff_se"] == pytest.approx(np.std([0.05, 0.03], ddof=1) / np.sqrt(2))
+
+
+def test_a_negative_baseline_gain_uses_its_magnitude():
+    f = _frame()
+    f.loc[f.method == "odin", "objective"] -= 0.5      # odin's best at 0: -0.18
+    g = rs.relative_gain(f).set_index("entanglement")
+    assert g.loc[0.0, "gain_objective"] == pytest.approx((0.43 + 0.18) / 0.18)
+
+
+def test_summary_has_the_gain_row_per_scenario_and_metric_tables():
+    f = _frame()
+    info = {"data": "test", "representation": "phi (dim 8)", "n_heldout_texts": 6, "n_pairs": 3,
+            "total_s": 9.0, "sft_s": 1.0, "representation_s": 1.0, "pool_s": 1.0,
+            "worlds_s": 6.0, "world_s": {"0/0.8": 3.0, "0.9/0.8": 3.0}}
+    text = rs.summary_text(f, rs.PRESETS["tiny"], info)
+    assert "| 0 | 0.8 | 1 | 0.430 | 0.320 | +34.4% | 0.110 ± 0.010 |" in text
+    assert "| 0.9 | 0.8 | 10 | 0.300 | 0.260 | +15.4% |" in text
+    # the objective table: odin λ=1 at entanglement 0 is 0.32 ± 0.02
+    assert "| odin λ=1 | 0.320 ± 0.020 |" in text
+    for _, title in rs.TABLES:
+        assert f"## {title}" in text
+
+
+def test_tidy_puts_the_issue_columns_first():
+    frame = pd.DataFrame([{"seed": 0, "entanglement": 0.3, "p_marker": 1.0, "method": "naive",
+                           "strength": np.nan, "normalised_objective": 0.5, "objective": 0.2,
+                           "causal_corr": 0.7, "spurious_gap": 0.3, "pair_acc": 0.8}])
+    out = rs.tidy(frame)
+    assert list(out.columns[:8]) == list(rs.COLUMNS)
+    assert out.objective_normalised.iloc[0] == 0.5 and "strength" in out.columns
+
+
+def test_world_configs_take_the_grid_values():
+    cfg = rs.PRESETS["quick"]
+    w = rs.world_config(cfg, 0.3, 1.0)
+    assert isinstance(w, cr.CompareConfig) and not isinstance(w, rs.ReplicateConfig)
+    assert (w.entanglement, w.p_marker, w.n_postings) == (0.3, 1.0, cfg.n_postings)
+
+
+def test_main_writes_every_output(tmp_path, monkeypatch):
+    def fake_run(cfg, data=None, progress=True, history=None):
+        history.append({"entanglement": 0.0, "p_marker": 0.8, "method": "naive", "step": 1})
+        info = {"data": "test", "representation": "phi (dim 8)", "n_heldout_texts": 6,
+                "n_pairs": 3, "total_s": 9.0, "sft_s": 1.0, "representation_s": 1.0,
+                "pool_s": 1.0, "worlds_s": 6.0, "world_s": {}}
+        return rs.tidy(_frame()), info
+
+    monkeypatch.setattr(rs, "run", fake_run)
+    out = tmp_path / "rep"
+    assert rs.main(["--preset", "tiny", "--set", "seeds=2", "--out", str(out)]) == 0
+    res = pd.read_csv(out / "results.csv")
+    assert list(res.columns[:8]) == list(rs.COLUMNS)
+    assert json.loads((out / "config.json").read_text())["config"]["seeds"] == 2
+    for png in ("objective.png", "causal_corr.png"):
+        assert (out / png).stat().st_size > 0
+    with pytest.raises(SystemExit, match="entanglements"):
+        rs.main(["--set", "entanglement=0.3", "--out", str(out)])
+
+
+@pytest.mark.slow
+def test_tiny_preset_end_to_end(tmp_path):
+    out = tmp_path / "rep"
+    assert rs.main(["--preset", "tiny", "--out", str(out)]) == 0
+    cfg = rs.PRESETS["tiny"]
+    res = pd.read_csv(out / "results.csv")
+    assert list(res.columns[:8]) == list(rs.COLUMNS)
+    cells = set(zip(res.entanglement, res.p_marker, res.method))
+    for e in cfg.entanglements:
+        for p in cfg.p_markers:
+            for m in ("sft", *cr.METHODS):
+                assert (e, p, m) in cells
+    summary = (out / "summary.md").read_text()
+    gain_rows = [ln for ln in summary.splitlines() if ln.startswith("| ") and "%" in ln]
+    assert len(gain_rows) == len(cfg.entanglements) * len(cfg.p_markers)
+    for png in ("objective.png", "causal_corr.png"):
+        assert (out / png).stat().st_size > 1000
+    # something causal: the oracle's reward tracks tau better than the naive one
+    means = res.groupby("method").causal_corr.mean()
+    assert means["oracle"] > means["naive"]
