@@ -1,5 +1,5 @@
-"""train_reward_seeds: S seeds in one vmapped run train each seed exactly as train_reward
-would alone; seeds whose shapes differ fall back to one by one, with a reason."""
+"""train_reward_seeds: S seeds in one program (vmapped or lax.mapped) train each seed exactly
+as train_reward would alone; seeds whose shapes differ fall back to one by one, with a reason."""
 import dataclasses
 
 import jax
@@ -42,16 +42,18 @@ def _assert_same(a, b, texts):
     assert a.strength == b.strength and a.offset == pytest.approx(b.offset)
 
 
-@pytest.mark.parametrize("method, strengths", [("invariant", (0.1, 10.0)), ("conditioned", None),
-                                               ("odin", (1.0,))])
-def test_vmapped_seeds_equal_sequential_train_reward(method, strengths):
+@pytest.mark.parametrize("method, strengths, batching", [("invariant", (0.1, 10.0), "vmap"),
+                                                         ("conditioned", None, "map"),
+                                                         ("odin", (1.0,), "vmap")])
+def test_seeds_together_equal_sequential_train_reward(method, strengths, batching):
     rep, _ = _rep()
     seeds = [3, 4, 5]
     targets = [_targets(s) for s in seeds]
     assert len({len(set(t.content)) for t in targets}) > 1     # text tables get padded
     c_ref = {"day": "b", "size": 0.0}
     history = []
-    together = train_reward_seeds(method, targets, rep, CFG, strengths, seeds, c_ref=c_ref,
+    cfg = dataclasses.replace(CFG, seed_batching=batching)
+    together = train_reward_seeds(method, targets, rep, cfg, strengths, seeds, c_ref=c_ref,
                                   history=history)
     texts = [f"t{i}" for i in range(40)]
     for seed, t, got in zip(seeds, targets, together):
@@ -79,7 +81,8 @@ def test_padded_confounder_bins_do_not_change_the_invariance_penalty():
     first seed's bin indicators are padded with invalid bins."""
     rep, _ = _rep()
     targets = [_targets(6, constant_size=True), _targets(7)]
-    got = train_reward_seeds("invariant", targets, rep, CFG, (10.0,), seeds=[6, 7])
+    cfg = dataclasses.replace(CFG, seed_batching="vmap")
+    got = train_reward_seeds("invariant", targets, rep, cfg, (10.0,), seeds=[6, 7])
     for seed, t, g in zip([6, 7], targets, got):
         _assert_same(g[0], train_reward("invariant", t, rep, CFG, (10.0,), seed=seed)[0],
                      [f"t{i}" for i in range(40)])
@@ -94,10 +97,28 @@ def test_one_step_per_call_equals_the_scanned_chunks():
     assert a.final_metrics["loss"] == pytest.approx(b.final_metrics["loss"], rel=1e-5)
 
 
-def test_vmap_false_and_bad_arguments():
+def test_together_false_and_bad_arguments():
     rep, _ = _rep()
     targets = [_targets(0), _targets(1)]
-    with pytest.warns(UserWarning, match="vmap=False"):
-        train_reward_seeds("naive", targets, rep, dataclasses.replace(CFG, steps=2), vmap=False)
+    with pytest.warns(UserWarning, match="together=False"):
+        train_reward_seeds("naive", targets, rep, dataclasses.replace(CFG, steps=2),
+                           together=False)
+    with pytest.raises(ValueError, match="seed_batching"):
+        TrainerConfig(seed_batching="pmap")
     with pytest.raises(ValueError, match="2 targets for 3 seeds"):
         train_reward_seeds("naive", targets, rep, CFG, seeds=[0, 1, 2])
+
+
+@pytest.mark.slow
+def test_bench_seeds_tiny_writes_every_timing(tmp_path):
+    import json
+
+    from scripts import bench_seeds
+
+    argv = ["--preset", "tiny", "--set", "seeds=2", "--set", "steps=10", "--out", str(tmp_path)]
+    assert bench_seeds.main(argv) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    for row in result["methods"]:
+        assert all(row[f"{m}_s"] > 0 for m in bench_seeds.MODES)
+        assert row["max_abs_score_diff_vmapped_vs_separate"] < 1e-4
+    assert "Seeds in one program" in (tmp_path / "summary.md").read_text()
