@@ -4,6 +4,8 @@
         (--successes COL --trials COL | --outcome COL) --confounder NAME:TYPE [...]
         [--derive [COL:]weekday,month] [--text-features ngram:256] --out DIR
         [--train-reward deconfoundlm [--reward-representation ngrams|phi]]
+        [--finetune best-of-n|dpo|pg [--finetune-preset tiny|quick] [--sft-preset NAME]
+         [--finetune-steps N] [--model NAME] [--finetune-set FIELD=VALUE ...]]
         [--preset map|svi|nuts] [--set seed=0 --set folds=5 --set share_threshold=0.95 ...]
 
 TYPE is categorical, numeric or time (a year-week like 201446, an integer period, or a
