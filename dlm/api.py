@@ -12,6 +12,9 @@ The same steps `python -m scripts.deconfound` runs, as functions:
     result.effects()                       # every confounder parameter, 90% interval
     table = api.adjust(frame, result)      # the input rows + g_hat, g_lo, g_hi, adjusted
     diag = api.diagnose(result)            # collinearity, overlap, convergence
+    (reward,) = api.train(result)          # deconfoundlm reward on the adjusted outcomes
+    api.save_reward(reward, "r"); reward = api.load_reward("r")
+    ft = api.finetune(result, reward, "dpo")   # SFT on the log, DPO; ft.summary, ft.save(d)
 
 `fit` is dlm.causal.crossfit.deconfound on dlm.data.text_features.text_representation, so
 any entry point that uses the same text spec and seed gets the same adjusted outcomes.
