@@ -50,6 +50,7 @@ PAPER = {"SFT": (24.3, 11.5, 8.9), "DPO": (35.4, 14.8, 2.9)}
 class MondayExperimentConfig:
     sft_preset: str = "quick"         # dlm.policy.sft.PRESETS
     model: str = ""                   # policy model (--model); "" -> the SFT preset's
+    sft_steps: int = 0                # SFT steps (0: the SFT preset's)
     sft_per_seed: bool = False        # one SFT per fine-tuning seed (else one, shared)
     n_stories: int = 600              # built-in corpus size (ignored with --data)
     postings_per_arm: int = 3         # built-in: A/B postings summed into each arm
@@ -67,11 +68,11 @@ class MondayExperimentConfig:
     steps: int = 60
     batch_size: int = 16
     warmup_steps: int = 5
-    n_eval_ledes: int = 150           # held-out ledes (0: all)
-    n_generations: int = 300          # per model x ft_seed x gen_seed
+    n_eval_ledes: int = 100           # held-out ledes (0: all)
+    n_generations: int = 200          # per model x ft_seed x gen_seed
     temperature: float = 1.0
-    max_new_tokens: int = 96
-    gen_batch_size: int = 256
+    max_new_tokens: int = 80          # Upworthy headlines average ~80 bytes
+    gen_batch_size: int = 200
     log_every: int = 10
 
 
@@ -81,7 +82,8 @@ PRESETS = {
                                    batch_size=8, warmup_steps=1, n_eval_ledes=8,
                                    n_generations=16, max_new_tokens=16, gen_batch_size=64,
                                    log_every=2),
-    "quick": MondayExperimentConfig(),
+    # one SFT of the small decoder, shortened: the marker prefix is learnt early
+    "quick": MondayExperimentConfig(sft_steps=150),
     "full": MondayExperimentConfig(sft_preset="full", model="smollm2-135m", sft_per_seed=True,
                                    ft_seeds=(0, 1, 2, 3, 4), gen_seeds=(0, 1, 2, 3, 4),
                                    steps=200, batch_size=32, warmup_steps=20, lr=5e-5,
@@ -140,18 +142,20 @@ def sft_config(cfg, seed: int) -> sft.SFTConfig:
     if cfg.sft_preset not in sft.PRESETS:
         raise SystemExit(f"--set sft_preset: unknown {cfg.sft_preset!r}; have {sorted(sft.PRESETS)}")
     base = sft.PRESETS[cfg.sft_preset]
-    return dataclasses.replace(base, seed=seed, **({"model": cfg.model} if cfg.model else {}))
+    changes = {"seed": seed, **({"model": cfg.model} if cfg.model else {})}
+    if cfg.sft_steps:
+        changes.update(steps=cfg.sft_steps, ckpt_every=min(base.ckpt_every, cfg.sft_steps))
+    return dataclasses.replace(base, **changes)
 
 
-def train_pair_dpo(cfg, policy, sft_cfg, log, pair, seed: int, out_dir: pathlib.Path, quiet):
-    """DPO from the SFT policy on (lede, winner headline) > (lede, loser headline)."""
-    win, lose = pair
-    data = monday.text_preference_data(policy, log.context[win], log.content[win],
-                                       log.content[lose], sft_cfg.max_len, sft_cfg.max_prompt_len)
+def train_pair_dpo(cfg, policy, rows, pair, seed: int, out_dir: pathlib.Path, quiet):
+    """DPO from the SFT policy on (lede, winner headline) > (lede, loser headline); `rows`
+    are the preference split's arms encoded once (monday.encode_rows)."""
     dcfg = DPOConfig(beta=cfg.beta, lr=cfg.lr, steps=cfg.steps, batch_size=cfg.batch_size,
                      warmup_steps=cfg.warmup_steps, seed=seed, log_every=cfg.log_every)
     shutil.rmtree(out_dir, ignore_errors=True)   # a rerun retrains (our own subdirectory)
-    return train_dpo(policy.params, policy.model_cfg, data, dcfg, out_dir, quiet=quiet)
+    return train_dpo(policy.params, policy.model_cfg, monday.pair_data(rows, *pair), dcfg,
+                     out_dir, quiet=quiet)
 
 
 def generate_row(cfg, params, policy, sft_cfg, ledes, ft_seed: int, gen_seed: int):
@@ -207,7 +211,8 @@ def _summary_md(cfg, frame, info, effects, pair_stats, seconds) -> str:
         f"Data: {info['source']}. Arms (postings): {info['n_arms']}; stories SFT / preference / "
         f"held-out: {info['n_stories']}. Weekday effects on the logit: Monday "
         f"{cfg.monday_effect:+g}, Friday {cfg.friday_effect:+g}; markers on Monday/Friday "
-        f"headlines with probability {cfg.p_marker:g}. SFT: preset `{cfg.sft_preset}`"
+        f"headlines with probability {cfg.p_marker:g}. SFT: preset `{cfg.sft_preset}` "
+        f"({sft_config(cfg, 0).steps} steps)"
         f"{' (model ' + cfg.model + ')' if cfg.model else ''}, "
         f"{'one per fine-tuning seed' if cfg.sft_per_seed else 'one policy shared by all seeds'}. "
         f"DPO: beta {cfg.beta:g}, {cfg.steps} steps x {cfg.batch_size} pairs, lr {cfg.lr:g}.", "",
@@ -290,14 +295,18 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
                                     for r in (sft_rows, pref_rows, held_rows))}
     outputs.write_json(out / "config.json", {"replicate_monday": cfg, "info": info,
                                              "sft": sft_config(cfg, 0)})
+    used = np.unique(np.concatenate(pairs["observed"] + pairs["adjusted"]))  # arms in pairs
     rows, samples, policy = [], {}, None
     for ft_seed in cfg.ft_seeds:
         sft_cfg = sft_config(cfg, ft_seed if cfg.sft_per_seed else sft.PRESETS[cfg.sft_preset].seed)
         if policy is None or cfg.sft_per_seed:
             policy = sft.sft_policy(sft_cfg, corpus=corpus, quiet=quiet)
+            rows = monday.encode_rows(policy, pref_log.context[used], pref_log.content[used],
+                                      sft_cfg.max_len, sft_cfg.max_prompt_len)
         params = {"SFT": policy.params}
         for model, key in (("DPO", "observed"), ("DeconfoundLM-DPO", "adjusted")):
-            res = train_pair_dpo(cfg, policy, sft_cfg, pref_log, pairs[key], ft_seed,
+            pair = tuple(np.searchsorted(used, side) for side in pairs[key])
+            res = train_pair_dpo(cfg, policy, rows, pair, ft_seed,
                                  out / f"{key}_seed{ft_seed}", quiet)
             params[model] = res.state.params
             outputs.append_jsonl(out / "metrics.jsonl",

@@ -89,7 +89,7 @@ def test_adjusted_ordering_removes_the_weekday_shift():
     assert table.loc[0, "truth"] == pytest.approx(0.5) and table.loc[4, "truth"] == pytest.approx(-0.5)
 
 
-def test_text_preference_data_scores_the_response_under_the_reference():
+def test_encoded_rows_score_the_response_and_index_into_pairs():
     import jax
     from dlm.data.batching import encode_sft
     from dlm.data.tokenizer import ByteTokenizer
@@ -99,14 +99,20 @@ def test_text_preference_data_scores_the_response_under_the_reference():
 
     cfg = PRESETS["tiny"]
     policy = SFTPolicy(init_params(cfg, jax.random.key(0)), cfg, ByteTokenizer(), None)
-    prompts, chosen, rejected = ["a lede", "another lede"], ["Happy Monday! Hi", "Yes"], ["No", "Hm"]
-    data = monday.text_preference_data(policy, prompts, chosen, rejected, 32, 16)
-    tokens, mask = encode_sft(policy.tokenizer, prompts, chosen, 32, 16)
-    np.testing.assert_array_equal(data["chosen_tokens"], tokens)
+    prompts, texts = ["a lede", "a lede", "another lede"], ["Happy Monday! Hi", "No", "Yes"]
+    rows = monday.encode_rows(policy, prompts, texts, 32, 16, batch_size=4)
+    tokens, mask = encode_sft(policy.tokenizer, prompts, texts, 32, 16)
+    np.testing.assert_array_equal(rows["tokens"], tokens)
+    assert rows["loss_mask"][1:].sum(1).tolist() == [3.0, 4.0]        # bytes + EOS
     # right padding: attending to the padding or not leaves the response's log-prob alone
-    ref = batched_sequence_logprobs(policy.params, cfg, tokens, mask, np.ones_like(tokens, bool))
-    np.testing.assert_allclose(data["ref_chosen"], ref, rtol=1e-5)
-    assert data["rejected_loss_mask"].sum(1).tolist() == [3.0, 3.0]   # 2 bytes + EOS
+    ref = batched_sequence_logprobs(policy.params, cfg, tokens, mask, np.ones_like(tokens, bool),
+                                    batch_size=4)
+    np.testing.assert_allclose(rows["ref"], ref, rtol=1e-5)
+    data = monday.pair_data(rows, [0, 2], [1, 0])
+    np.testing.assert_array_equal(data["chosen_tokens"], tokens[[0, 2]])
+    np.testing.assert_array_equal(data["ref_rejected"], rows["ref"][[1, 0]])
+    assert set(data) == {f"{s}_{k}" for s in ("chosen", "rejected")
+                         for k in ("tokens", "loss_mask", "attn_mask")} | {"ref_chosen", "ref_rejected"}
 
 
 def test_welch_table_matches_scipy():

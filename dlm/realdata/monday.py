@@ -174,24 +174,31 @@ def pair_stats(win, lose, marker) -> dict[str, float]:
             "win_friday": share(win, 2), "lose_friday": share(lose, 2)}
 
 
-def text_preference_data(policy, prompts, chosen, rejected, max_len: int, max_prompt_len: int,
-                         batch_size: int = 64) -> dict[str, np.ndarray]:
-    """dlm.policy.dpo's training set for pairs of given texts (not policy samples): the
-    SFT layout of (prompt, chosen) and (prompt, rejected) with the reference (SFT) policy's
-    log-probs, keys as `preference_data` makes them. The tokenizer is the policy's own."""
+def encode_rows(policy, prompts, texts, max_len: int, max_prompt_len: int,
+                batch_size: int = 64) -> dict[str, np.ndarray]:
+    """(prompt, text) rows in the SFT layout with their log-prob under the reference (SFT)
+    policy: keys tokens, loss_mask, attn_mask [N, L] and ref [N]. Encode each arm once;
+    `pair_data` indexes them into any number of DPO training sets. The tokenizer is the
+    policy's own."""
     from dlm.policy.dpo import batched_sequence_logprobs
 
+    tokens, loss_mask = encode_sft(policy.tokenizer, [str(p) for p in prompts],
+                                   [str(t) for t in texts], max_len, max_prompt_len)
+    # right padding: attend up to the last target (pad may equal a real id, e.g. EOS)
+    last = loss_mask.shape[1] - 1 - np.argmax(loss_mask[:, ::-1] > 0, axis=1)
+    attn = np.arange(tokens.shape[1])[None, :] <= last[:, None]
+    ref = batched_sequence_logprobs(policy.params, policy.model_cfg, tokens, loss_mask, attn,
+                                    batch_size)
+    return {"tokens": tokens, "loss_mask": loss_mask, "attn_mask": attn, "ref": ref}
+
+
+def pair_data(rows: dict[str, np.ndarray], chosen, rejected) -> dict[str, np.ndarray]:
+    """dlm.policy.dpo's training set (the keys `preference_data` makes) for pairs of
+    encoded rows: row chosen[i] is preferred to row rejected[i]."""
     if len(chosen) == 0:
-        raise ValueError("text_preference_data: no pairs")
+        raise ValueError("pair_data: no pairs")
     data = {}
-    for side, texts in (("chosen", chosen), ("rejected", rejected)):
-        tokens, loss_mask = encode_sft(policy.tokenizer, [str(p) for p in prompts],
-                                       [str(t) for t in texts], max_len, max_prompt_len)
-        # right padding: attend up to the last target (pad may equal a real id, e.g. EOS)
-        last = loss_mask.shape[1] - 1 - np.argmax(loss_mask[:, ::-1] > 0, axis=1)
-        attn = np.arange(tokens.shape[1])[None, :] <= last[:, None]
-        data.update({f"{side}_tokens": tokens, f"{side}_loss_mask": loss_mask,
-                     f"{side}_attn_mask": attn})
-        data[f"ref_{side}"] = batched_sequence_logprobs(policy.params, policy.model_cfg, tokens,
-                                                        loss_mask, attn, batch_size)
+    for side, idx in (("chosen", np.asarray(chosen)), ("rejected", np.asarray(rejected))):
+        data.update({f"{side}_{k}": rows[k][idx] for k in ("tokens", "loss_mask", "attn_mask")})
+        data[f"ref_{side}"] = rows["ref"][idx]
     return data
