@@ -44,7 +44,8 @@ def _assert_same(a, b, texts):
 
 @pytest.mark.parametrize("method, strengths, batching", [("invariant", (0.1, 10.0), "vmap"),
                                                          ("conditioned", None, "map"),
-                                                         ("odin", (1.0,), "vmap")])
+                                                         ("odin", (1.0,), "vmap"),
+                                                         ("invariant", (0.1, 10.0), "loop")])
 def test_seeds_together_equal_sequential_train_reward(method, strengths, batching):
     rep, _ = _rep()
     seeds = [3, 4, 5]
@@ -97,12 +98,9 @@ def test_one_step_per_call_equals_the_scanned_chunks():
     assert a.final_metrics["loss"] == pytest.approx(b.final_metrics["loss"], rel=1e-5)
 
 
-def test_together_false_and_bad_arguments():
+def test_bad_arguments():
     rep, _ = _rep()
     targets = [_targets(0), _targets(1)]
-    with pytest.warns(UserWarning, match="together=False"):
-        train_reward_seeds("naive", targets, rep, dataclasses.replace(CFG, steps=2),
-                           together=False)
     with pytest.raises(ValueError, match="seed_batching"):
         TrainerConfig(seed_batching="pmap")
     with pytest.raises(ValueError, match="2 targets for 3 seeds"):

@@ -16,8 +16,8 @@ Targets are centred by their weighted mean (added back at use), so the head star
 right level; an l2 penalty on the head kernels plays the ridge's role.
 
 Seeds: train_reward_seeds trains S seeds (their own logs, init and batches) of one setting
-in one compiled program, vmapped (GPU/TPU) or as a lax.map (CPU) over the seeds
-(train_reward is its one-seed case); the steps between log points run inside one lax.scan,
+with one compile, vmapped over the seeds on GPU/TPU, one after another on CPU (train_reward
+is its one-seed case); the steps between log points run inside one lax.scan,
 so the host is visited every log_every steps.
 """
 from __future__ import annotations
@@ -54,18 +54,20 @@ class TrainerConfig:
     clip_norm: float = 0.0        # freeze_trunk=False only (knob values then train one by one)
     log_every: int = 100
     scan: bool = True             # the steps between log points run in one lax.scan call
-    # several seeds in one program: "vmap" (batched: fastest on GPU/TPU), "map" (lax.map,
-    # one seed after another: on CPU a batched gather over S tables loses the cache and
-    # ran 7x slower per step), "auto": map on CPU, vmap elsewhere
+    # several seeds: "vmap" (one batched program: for GPU/TPU), "map" (one program, lax.map
+    # over the seeds), "loop" (one seed after another, one compile), "auto": loop on CPU,
+    # vmap elsewhere. On 2 CPU cores (scripts.bench_seeds) the vmapped gather over S text
+    # tables lost the cache (1.7x slower than loop) and map's bigger compile cost more
+    # than its fewer host calls saved.
     seed_batching: str = "auto"
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.l2 < 0 or self.bins < 1:
             raise ValueError(f"TrainerConfig needs steps, batch_size, bins >= 1, lr > 0, l2 >= 0; "
                              f"got {self}")
-        if self.seed_batching not in ("auto", "vmap", "map"):
-            raise ValueError(f"TrainerConfig.seed_batching: 'auto', 'vmap' or 'map', got "
-                             f"{self.seed_batching!r}")
+        if self.seed_batching not in ("auto", "vmap", "map", "loop"):
+            raise ValueError(f"TrainerConfig.seed_batching: 'auto', 'vmap', 'map' or 'loop', "
+                             f"got {self.seed_batching!r}")
 
 
 # ---- the head and the two backbones ----------------------------------------------------------
@@ -228,14 +230,18 @@ def _row_stream(n: int, batch: int, seed: int):
     return rows
 
 
+def _seed_batching(cfg: TrainerConfig) -> str:
+    if cfg.seed_batching == "auto":
+        return "loop" if jax.default_backend() == "cpu" else "vmap"
+    return cfg.seed_batching
+
+
 def _make_runner(backbone, method: RewardMethod, cfg: TrainerConfig, n_seeds: int):
     """(init(params_SxK) -> state, run(state, data_S, rows_TxSxB, strength_K, seed_S) ->
     (state, last metrics [S, ...])): T steps per call, inside one lax.scan (one host
     round-trip per chunk), over the S seeds by vmap or lax.map (cfg.seed_batching; S = 1:
     the plain step)."""
-    mode = cfg.seed_batching
-    if mode == "auto":
-        mode = "map" if jax.default_backend() == "cpu" else "vmap"
+    mode = _seed_batching(cfg)
     optim = OptimConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
                         weight_decay=0.0, clip_norm=cfg.clip_norm, min_lr_ratio=cfg.min_lr_ratio)
     tx = make_optimizer(optim)
@@ -325,17 +331,16 @@ def train_reward_seeds(method: str | RewardMethod, targets_per_seed: Sequence[Ta
                        represent=None, cfg: TrainerConfig = TrainerConfig(),
                        strengths: Sequence[float | None] | None = None,
                        seeds: Sequence[int] | None = None, c_ref: Mapping[str, Any] | None = None,
-                       trunk=None, name: str | None = None, history: list | None = None,
-                       together: bool = True) -> list[list[TrainedReward]]:
+                       trunk=None, name: str | None = None,
+                       history: list | None = None) -> list[list[TrainedReward]]:
     """Train `method`'s reward for S seeds (their own targets, init and batches) at once;
     out[s][k] is seed s's TrainedReward at strengths[k].
 
-    freeze_trunk=True: the S seeds x K knob values train in one compiled program (one
-    compile, one host round-trip per log_every steps; seeds vmapped or lax.mapped as
-    cfg.seed_batching says), each exactly as train_reward would train it alone. The seeds
-    run one by one, with a one-line warning saying why, where their shapes differ (e.g.
-    different numbers of rows) or freeze_trunk=False; together=False forces that (still
-    one compile when the shapes agree).
+    freeze_trunk=True: one compile serves every seed; the S seeds x K knob values train as
+    one vmapped (or lax.mapped) program, or one seed after another, as cfg.seed_batching
+    says (auto: vmap on GPU/TPU, loop on CPU), each exactly as train_reward would train it
+    alone. Where the seeds' shapes differ (e.g. different numbers of rows) or
+    freeze_trunk=False they run one by one, with a one-line warning saying why.
     Other arguments as train_reward; history rows carry their "seed".
     """
     m = get_method(method)
@@ -361,13 +366,12 @@ def train_reward_seeds(method: str | RewardMethod, targets_per_seed: Sequence[Ta
     per_seed, reason = pad_to_common(per_seed)
     if reason is None and not cfg.freeze_trunk:
         reason = "freeze_trunk=False fine-tunes the trunk (one seed at a time)"
-    if reason is None and not together:
-        reason = "together=False"
     if reason is not None and len(seeds) > 1:
         warnings.warn(f"train_reward_seeds({name}): seeds run one by one: {reason}", stacklevel=2)
-    # together: one group of all seeds; else one seed per group (and, with a trainable trunk,
+    # vmap/map: one group of all seeds; else one seed per group (and, with a trainable trunk,
     # one knob value per group: gradient clipping would couple stacked values)
-    seed_groups = [list(range(len(seeds)))] if reason is None else [[i] for i in range(len(seeds))]
+    together = reason is None and _seed_batching(cfg) != "loop"
+    seed_groups = [list(range(len(seeds)))] if together else [[i] for i in range(len(seeds))]
     knob_groups = [strengths] if cfg.freeze_trunk else [(s,) for s in strengths]
     runner = _make_runner(backbone, m, cfg, len(seed_groups[0]))  # shared: compiled once
     history = [] if history is None else history
