@@ -24,10 +24,16 @@ def _frame():
         for seed, o in enumerate(objs):
             rows.append({"seed": seed, "entanglement": e, "p_marker": 0.8, "method": m,
                          "strength": s, "objective": o, "causal_corr": 0.5 + 0.1 * seed,
-                         "spurious_gap": 0.0})
+                         "spurious_gap": 0.0, "marker_rate": 0.0})
     frame = pd.DataFrame(rows)
     frame["objective_normalised"] = (frame.objective - 0.10) / 0.40
     return frame
+
+
+def _info():
+    return {"data": "test", "representation": "phi (dim 8)", "n_heldout_texts": 6, "n_pairs": 3,
+            "total_s": 9.0, "sft_s": 1.0, "representation_s": 1.0, "pool_s": 1.0,
+            "worlds_s": 6.0, "world_s": {"0/0.8": 3.0, "0.9/0.8": 3.0}}
 
 
 def test_odin_is_compared_at_its_best_strength_per_scenario():
@@ -61,16 +67,19 @@ def test_a_negative_baseline_gain_uses_its_magnitude():
 
 def test_summary_has_the_gain_row_per_scenario_and_metric_tables():
     f = _frame()
-    info = {"data": "test", "representation": "phi (dim 8)", "n_heldout_texts": 6, "n_pairs": 3,
-            "total_s": 9.0, "sft_s": 1.0, "representation_s": 1.0, "pool_s": 1.0,
-            "worlds_s": 6.0, "world_s": {"0/0.8": 3.0, "0.9/0.8": 3.0}}
-    text = rs.summary_text(f, rs.PRESETS["tiny"], info)
+    text = rs.summary_text(f, rs.PRESETS["tiny"], _info())
     assert "| 0 | 0.8 | 1 | 0.430 | 0.320 | +34.4% | 0.110 ± 0.010 |" in text
     assert "| 0.9 | 0.8 | 10 | 0.300 | 0.260 | +15.4% |" in text
     # the objective table: odin λ=1 at entanglement 0 is 0.32 ± 0.02
     assert "| odin λ=1 | 0.320 ± 0.020 |" in text
     for _, title in rs.TABLES:
         assert f"## {title}" in text
+
+
+def test_summary_without_odin_says_the_gain_is_not_computed():
+    f = _frame()
+    f = f[f.method != "odin"]
+    assert "Not computed" in rs.summary_text(f, rs.PRESETS["tiny"], _info())
 
 
 def test_tidy_puts_the_issue_columns_first():
@@ -92,10 +101,7 @@ def test_world_configs_take_the_grid_values():
 def test_main_writes_every_output(tmp_path, monkeypatch):
     def fake_run(cfg, data=None, progress=True, history=None):
         history.append({"entanglement": 0.0, "p_marker": 0.8, "method": "naive", "step": 1})
-        info = {"data": "test", "representation": "phi (dim 8)", "n_heldout_texts": 6,
-                "n_pairs": 3, "total_s": 9.0, "sft_s": 1.0, "representation_s": 1.0,
-                "pool_s": 1.0, "worlds_s": 6.0, "world_s": {}}
-        return rs.tidy(_frame()), info
+        return rs.tidy(_frame()), _info()
 
     monkeypatch.setattr(rs, "run", fake_run)
     out = tmp_path / "rep"
