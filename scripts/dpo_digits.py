@@ -2,7 +2,7 @@
 with a digit rise over the SFT policy? (models issue, acceptance: >= 15 points)
 
     python -m scripts.dpo_digits --preset quick --out runs/dpo_digits [--data UPWORTHY.csv.gz]
-                                 [--set steps=300 --set beta=0.2 ...]
+                                 [--model smollm2-135m] [--set steps=300 --set beta=0.2 ...]
 
 The SFT policy (dlm.policy.sft, preset `sft_preset`) is trained once and cached (reused
 from `sft_dir`, or $DLM_CACHE/sft-<hash> when empty). Per seed: sample `n_candidates`
@@ -38,6 +38,7 @@ from sims.featurise import FEATURES, phi
 class DPODigitsConfig:
     sft_preset: str = "quick"         # dlm.policy.sft.PRESETS
     sft_dir: str = ""                 # "" -> the shared SFT cache for that preset and data
+    model: str = ""                   # the SFT policy's model ("" -> the preset's; smollm2-135m)
     seeds: tuple[int, ...] = (0, 1, 2)
     train_prompts: int = 0            # training ledes used for pairs (0: all)
     n_candidates: int = 8             # samples per training lede
@@ -78,6 +79,8 @@ def build(cfg: DPODigitsConfig, data: pathlib.Path | None, quiet: bool):
     if cfg.sft_preset not in sft.PRESETS:
         raise SystemExit(f"--set sft_preset: unknown {cfg.sft_preset!r}; have {sorted(sft.PRESETS)}")
     sft_cfg = sft.PRESETS[cfg.sft_preset]
+    if cfg.model:
+        sft_cfg = dataclasses.replace(sft_cfg, model=cfg.model)
     policy = sft.sft_policy(sft_cfg, data, pathlib.Path(cfg.sft_dir) if cfg.sft_dir else None,
                             quiet=quiet)
     corpus, source = sft.load_corpus(None if data is None else pathlib.Path(data).absolute(),
@@ -214,7 +217,7 @@ def run(cfg: DPODigitsConfig, out: pathlib.Path, data: pathlib.Path | None = Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_common_args(parser, PRESETS, default_preset="quick")
+    cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
     parser.add_argument("--data", type=pathlib.Path, default=None,
                         help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")

@@ -4,10 +4,13 @@ Layouts (one format everywhere, so an SFT decoder, its reward trunk and the samp
   SFT:        BOS prompt [SEP] response EOS PAD...    (right-padded)
   generation: PAD... BOS prompt [SEP]                 (left-padded, the model continues it)
   reward:     BOS text EOS PAD...                     (right-padded, head reads the last token)
-[SEP] appears only when the tokenizer has a `sep_id`.
+[SEP] appears only when the tokenizer has a `sep_id`. A tokenizer with a
+`prompt_ids(prompt, budget, cut)` method (a chat model's: dlm.policy.lora_sft) builds the
+"BOS prompt" part itself, e.g. as a chat turn truncated inside the user text.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, Sequence
 
@@ -39,6 +42,9 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
 
 def _prompt_ids(tok: Tokenizer, prompt: str, budget: int, cut: Side) -> list[int]:
     """BOS prompt [SEP] in at most `budget` ids; the prompt text gives way first."""
+    custom = getattr(tok, "prompt_ids", None)
+    if custom is not None:
+        return list(custom(prompt, budget, cut))
     frame = 1 + len(_sep(tok))
     body = _clip(tok.encode(prompt), budget - frame, cut)
     return [tok.bos_id, *body, *_sep(tok)]
@@ -135,3 +141,46 @@ def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
     if n_bytes <= 0:
         raise ValueError(f"bits_per_byte: n_bytes must be positive, got {n_bytes}")
     return float(nll_nats) / math.log(2.0) / n_bytes
+
+
+# ---- training batches ---------------------------------------------------------------
+def prompt_weighted_mask(tokens_NxL: np.ndarray, mask_NxL: np.ndarray, pad_id: int,
+                         weight: float) -> np.ndarray:
+    """The training loss weights: 1 on response targets, `weight` on the prompt's tokens
+    after BOS (predicting the lede is language-model signal), 0 on BOS and padding.
+
+    next_token_loss averages nll with these weights, so weight=0 is exactly the
+    prompt-masked SFT loss."""
+    if weight == 0:
+        return mask_NxL
+    prompt = (tokens_NxL != pad_id) & (mask_NxL == 0)
+    prompt[:, 0] = False  # BOS is never a target
+    return (mask_NxL + weight * prompt).astype(np.float32)
+
+
+def index_stream(n: int, batch_size: int, seed: int):
+    """rows_for_step(s): rows s*B .. s*B+B-1 of a stream of per-epoch permutations of
+    range(n), a pure function of (seed, s), so a resumed run sees the same batches."""
+    if n < 1:
+        raise ValueError("index_stream: no rows to draw batches from")
+
+    @functools.lru_cache(maxsize=4)
+    def perm(epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, epoch]).permutation(n)
+
+    def rows_for_step(s: int) -> np.ndarray:
+        pos = s * batch_size + np.arange(batch_size)
+        return np.array([perm(int(p // n))[p % n] for p in pos])
+
+    return rows_for_step
+
+
+def make_batch_for_step(tokens_NxL: np.ndarray, mask_NxL: np.ndarray, batch_size: int, seed: int):
+    """batch_for_step(s) -> {"tokens", "loss_mask"} over `index_stream` rows."""
+    rows_for_step = index_stream(len(tokens_NxL), batch_size, seed)
+
+    def batch_for_step(s: int) -> dict:
+        idx = rows_for_step(s)
+        return {"tokens": tokens_NxL[idx], "loss_mask": mask_NxL[idx]}
+
+    return batch_for_step

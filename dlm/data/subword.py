@@ -10,13 +10,16 @@ Ids 0..3 are PAD, BOS, EOS, SEP (the same roles as ByteTokenizer's specials), th
 256 byte symbols and the learned merges (the BPE's own ids shifted by 4). The specials
 live outside the BPE, so no input text (not even "<|eos|>") can produce them. vocab_size is rounded up to a multiple of 64
 (unused ids never occur) for friendly matmul shapes. `save`/`load` write one JSON file,
-so an SFT run directory rebuilds its tokenizer without retraining it.
+so an SFT run directory rebuilds its tokenizer without retraining it
+(`build_tokenizer(kind, texts)` picks byte or BPE; `load_tokenizer(run_dir)` reloads it).
 """
 from __future__ import annotations
 
 import json
 import pathlib
 from typing import Iterable
+
+from dlm.data.tokenizer import ByteTokenizer
 
 N_SPECIAL = 4          # PAD, BOS, EOS, SEP
 KIND = "dlm-subword-bpe"
@@ -88,3 +91,24 @@ class SubwordTokenizer:
 
     def __repr__(self) -> str:
         return f"SubwordTokenizer(n_tokens={self.n_tokens}, vocab_size={self.vocab_size})"
+
+
+# ---- a run directory's tokenizer ---------------------------------------------------
+TOKENIZER_FILE = "tokenizer.json"   # a trained BPE, saved beside the checkpoints
+
+
+def build_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 4096):
+    """The byte tokenizer (kind "byte") or a BPE learned from `texts` (kind "bpe")."""
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind == "bpe":
+        return SubwordTokenizer.train(texts, vocab_size=vocab_size)
+    raise SystemExit(f"--set tokenizer: unknown {kind!r}; have 'byte', 'bpe'")
+
+
+def load_tokenizer(directory: pathlib.Path):
+    """The tokenizer a run in `directory` trained with: its saved BPE, else bytes."""
+    path = pathlib.Path(directory) / TOKENIZER_FILE
+    if not path.exists():
+        return ByteTokenizer()
+    return SubwordTokenizer.load(path)

@@ -16,6 +16,8 @@ class Tokenizer(Protocol):
 
     `sep_id` (prompt/response separator) is optional: batching uses it when the tokenizer
     has one (attribute present and not None) and otherwise joins prompt and response directly.
+    `prompt_ids(prompt, budget, cut) -> list[int]` is optional too: when present, batching
+    takes a prompt's ids (BOS included, at most `budget`) from it, e.g. a chat turn.
     """
 
     vocab_size: int

@@ -14,7 +14,6 @@ scripts.train_sft is the command line over this module.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
 import time
@@ -24,9 +23,11 @@ import jax
 import numpy as np
 
 from dlm import cli, outputs
-from dlm.data.batching import bits_per_byte, encode_sft, target_bytes
+from dlm.data.batching import (bits_per_byte, encode_sft, index_stream,  # noqa: F401
+                               make_batch_for_step, prompt_weighted_mask, target_bytes)
 from dlm.data.corpus import StoryCorpus
-from dlm.data.tokenizer import ByteTokenizer, Tokenizer
+from dlm.data.subword import TOKENIZER_FILE, build_tokenizer, load_tokenizer
+from dlm.data.tokenizer import Tokenizer
 from dlm.models.decoder import PRESETS as MODEL_PRESETS, Decoder, DecoderConfig, count_params
 from dlm.models.decoder import init_params
 from dlm.train.checkpoint import Checkpointer
@@ -38,7 +39,7 @@ from dlm.train.step import TrainState, make_eval_step, make_train_step
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-    model: str = "small"            # decoder preset (dlm.models.decoder.PRESETS)
+    model: str = "small"            # decoder preset, or a pretrained LLM ("smollm2-135m": LoRA SFT)
     dtype: str = "float32"          # compute dtype; "bfloat16" on GPU/TPU
     seed: int = 0
     steps: int = 300
@@ -61,6 +62,11 @@ class SFTConfig:
     tokenizer: str = "byte"         # "byte", or "bpe": byte-level BPE trained on the train split
     bpe_vocab: int = 4096           # BPE vocabulary (specials and 256 bytes included)
     prompt_loss_weight: float = 0.0  # weight of the lede tokens in the training loss (LM signal)
+    # pretrained models only (the tokenizer field is then ignored: the model's own is used)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    chat_system: str = "Write a headline for this story."   # system turn of the chat prompt
+    max_user_tokens: int = 48       # lede tokens in the user turn (the template is never cut)
 
 
 # Named SFT runs; scripts.train_sft exposes them as --preset, and later stages (DPO,
@@ -69,7 +75,18 @@ PRESETS: dict[str, SFTConfig] = {
     "tiny": SFTConfig(model="tiny", steps=12, batch_size=8, max_len=64, max_prompt_len=40,
                       lr=3e-3, warmup_steps=2, val_fraction=0.25, n_stories=40,
                       max_val_pairs=16, ckpt_every=6, log_every=3, max_new_tokens=12),
-    "quick": SFTConfig(),
+    # byte-level BPE (4k, trained on the train split) + the ledes as weighted LM signal:
+    # ~4.5 bytes per token, so 700 steps x 32 x 64 tokens see ~3 epochs of the Upworthy
+    # training pairs in ~7 min on an idle 2-core CPU (the byte model's 300 x 32 x 128 gave
+    # 2.37 bits/byte and non-English samples)
+    "quick": SFTConfig(tokenizer="bpe", bpe_vocab=4096, max_len=64, max_prompt_len=40,
+                       steps=700, lr=2e-3, warmup_steps=50, prompt_loss_weight=0.3,
+                       ckpt_every=350, log_every=50),
+    # LoRA SFT of SmolLM2-135M-Instruct sized for a CPU (~minutes); `--model smollm2-135m`
+    # with another preset keeps that preset's steps/batch (fine on a GPU)
+    "smollm2": SFTConfig(model="smollm2-135m", steps=60, batch_size=8, max_len=96,
+                         max_prompt_len=72, lr=5e-4, warmup_steps=6, max_val_pairs=64,
+                         ckpt_every=30, log_every=5, max_new_tokens=32),
     "full": SFTConfig(model="base", dtype="bfloat16", steps=6000, batch_size=64, max_len=256,
                       max_prompt_len=192, lr=6e-4, warmup_steps=200, max_val_pairs=4096,
                       ckpt_every=500, log_every=50, max_new_tokens=96),
@@ -84,30 +101,6 @@ class SFTPolicy(NamedTuple):
     model_cfg: DecoderConfig
     tokenizer: Tokenizer
     directory: pathlib.Path
-
-
-TOKENIZER_FILE = "tokenizer.json"   # a trained BPE, saved beside the checkpoints
-
-
-def build_tokenizer(cfg: SFTConfig, train: StoryCorpus) -> Tokenizer:
-    """The byte tokenizer, or a BPE learned from the training stories only (ledes and
-    headlines), so validation text never shapes the vocabulary."""
-    if cfg.tokenizer == "byte":
-        return ByteTokenizer()
-    if cfg.tokenizer == "bpe":
-        from dlm.data.subword import SubwordTokenizer
-        texts = list(train.contexts) + [h for hs in train.headlines for h in hs]
-        return SubwordTokenizer.train(texts, vocab_size=cfg.bpe_vocab)
-    raise SystemExit(f"--set tokenizer: unknown {cfg.tokenizer!r}; have 'byte', 'bpe'")
-
-
-def load_tokenizer(directory: pathlib.Path) -> Tokenizer:
-    """The tokenizer an SFT run in `directory` trained with."""
-    path = pathlib.Path(directory) / TOKENIZER_FILE
-    if not path.exists():
-        return ByteTokenizer()
-    from dlm.data.subword import SubwordTokenizer
-    return SubwordTokenizer.load(path)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -166,49 +159,7 @@ def sft_pairs(corpus: StoryCorpus) -> tuple[list[str], list[str]]:
     return prompts, responses
 
 
-def index_stream(n: int, batch_size: int, seed: int):
-    """rows_for_step(s): rows s*B .. s*B+B-1 of a stream of per-epoch permutations of
-    range(n), a pure function of (seed, s), so a resumed run sees the same batches."""
-    if n < 1:
-        raise ValueError("index_stream: no rows to draw batches from")
-
-    @functools.lru_cache(maxsize=4)
-    def perm(epoch: int) -> np.ndarray:
-        return np.random.default_rng([seed, epoch]).permutation(n)
-
-    def rows_for_step(s: int) -> np.ndarray:
-        pos = s * batch_size + np.arange(batch_size)
-        return np.array([perm(int(p // n))[p % n] for p in pos])
-
-    return rows_for_step
-
-
-def make_batch_for_step(tokens_NxL: np.ndarray, mask_NxL: np.ndarray, batch_size: int, seed: int):
-    """batch_for_step(s) -> {"tokens", "loss_mask"} over `index_stream` rows."""
-    rows_for_step = index_stream(len(tokens_NxL), batch_size, seed)
-
-    def batch_for_step(s: int) -> dict:
-        idx = rows_for_step(s)
-        return {"tokens": tokens_NxL[idx], "loss_mask": mask_NxL[idx]}
-
-    return batch_for_step
-
-
 # ---- training and evaluation -------------------------------------------------------------
-def prompt_weighted_mask(tokens_NxL: np.ndarray, mask_NxL: np.ndarray, pad_id: int,
-                         weight: float) -> np.ndarray:
-    """The training loss weights: 1 on response targets, `weight` on the prompt's tokens
-    after BOS (predicting the lede is language-model signal), 0 on BOS and padding.
-
-    next_token_loss averages nll with these weights, so weight=0 is exactly the
-    prompt-masked SFT loss."""
-    if weight == 0:
-        return mask_NxL
-    prompt = (tokens_NxL != pad_id) & (mask_NxL == 0)
-    prompt[:, 0] = False  # BOS is never a target
-    return (mask_NxL + weight * prompt).astype(np.float32)
-
-
 def sft_loss_fn(model: Decoder):
     """loss_fn(params, batch, rng) for the generic train step: next-token loss on the
     headline bytes (and EOS) only; the lede is context."""
@@ -246,8 +197,9 @@ def model_config(cfg: SFTConfig, vocab_size: int | None = None) -> DecoderConfig
     """The decoder preset with the SFT run's dtype, a context long enough for max_len and
     the tokenizer's vocabulary (default: the preset's, i.e. bytes)."""
     if cfg.model not in MODEL_PRESETS:
-        raise SystemExit(f"--set model: unknown decoder preset {cfg.model!r}; "
-                         f"have {sorted(MODEL_PRESETS)}")
+        from dlm.models.pretrained import MODELS
+        raise SystemExit(f"--set model: unknown model {cfg.model!r}; have the decoder presets "
+                         f"{sorted(MODEL_PRESETS)} and the pretrained {sorted(MODELS[1:])}")
     base = MODEL_PRESETS[cfg.model]
     return dataclasses.replace(base, dtype=cfg.dtype, max_len=max(base.max_len, cfg.max_len),
                                vocab_size=vocab_size or base.vocab_size)
@@ -292,13 +244,7 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
     _check_resume(out, resume)
     stories, source = load_corpus(data, cfg, corpus)
     train, val = split_corpus(stories, cfg, source)
-    if resume and (out / TOKENIZER_FILE).exists():
-        tok = load_tokenizer(out)        # the checkpoints' vocabulary, not a retrained one
-    else:
-        tok = build_tokenizer(cfg, train)
-        if cfg.tokenizer != "byte":
-            tok.save(out / TOKENIZER_FILE)   # load_sft rebuilds the policy's tokenizer from it
-    model_cfg = model_config(cfg, tok.vocab_size)
+    tok, model_cfg, params, loss_fn, policy_params, describe = _setup(cfg, train, out, resume)
     tr_tokens, tr_mask = encode_sft(tok, *sft_pairs(train), cfg.max_len, cfg.max_prompt_len)
     tr_weight = prompt_weighted_mask(tr_tokens, tr_mask, tok.pad_id, cfg.prompt_loss_weight)
     va_tokens, va_mask = encode_sft(tok, *sft_pairs(val), cfg.max_len, cfg.max_prompt_len)
@@ -310,13 +256,10 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
         "n_val_stories": len(val), "n_train_pairs": len(tr_tokens), "n_val_pairs": len(va_tokens),
         "n_devices": jax.device_count()})
 
-    model = Decoder(model_cfg)
-    loss_fn = sft_loss_fn(model)
     optim = OptimConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
                         weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
                         min_lr_ratio=cfg.min_lr_ratio)
     tx = make_optimizer(optim)
-    params = init_params(model_cfg, jax.random.key(cfg.seed))
     eval_step = make_eval_step(loss_fn)
     bpb_before = validation_bpb(eval_step, params, tok, va_tokens, va_mask, cfg.batch_size)
 
@@ -328,15 +271,16 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
         LoopConfig(out_dir=out, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
                    resume=resume, quiet=quiet, desc="sft"))
     train_s = time.perf_counter() - t0
-    params = result.state.params
-    bpb_after = validation_bpb(eval_step, params, tok, va_tokens, va_mask, cfg.batch_size)
+    bpb_after = validation_bpb(eval_step, result.state.params, tok, va_tokens, va_mask,
+                               cfg.batch_size)
+    params = policy_params(result.state.params)
 
     n = min(cfg.n_samples, len(val))
     ledes = list(val.contexts[:n])
     generated = sample_headlines(params, model_cfg, tok, ledes, cfg)
     outputs.write_text(out / "samples.md", _samples_md(ledes, generated, [h[0] for h in val.headlines[:n]]))
     tps = [r["tokens_per_s"] for r in result.history if "tokens_per_s" in r]
-    summary = {"model": f"{cfg.model} ({count_params(params):,} params)", "steps": cfg.steps,
+    summary = {"model": describe, "steps": cfg.steps,
                "tokenizer": repr(tok), "prompt loss weight": cfg.prompt_loss_weight,
                "batch x context": f"{cfg.batch_size} x {cfg.max_len}",
                "resumed from step": result.resumed_from, "train seconds (this call)": round(train_s, 1),
@@ -353,6 +297,26 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
             "tokenizer": tok, "train_seconds": train_s}
 
 
+def _setup(cfg: SFTConfig, train: StoryCorpus, out: pathlib.Path, resume: bool):
+    """(tokenizer, model_cfg, initial trainable params, loss over them, trainable -> policy
+    params, description): a from-scratch decoder, or LoRA on a pretrained LLM."""
+    from dlm.policy import lora_sft
+    if lora_sft.is_pretrained(cfg.model):
+        return lora_sft.setup(cfg, lambda model_cfg: sft_loss_fn(Decoder(model_cfg)))
+    if resume and (out / TOKENIZER_FILE).exists():
+        tok = load_tokenizer(out)        # the checkpoints' vocabulary, not a retrained one
+    else:
+        # learned from the training stories only: validation text never shapes the vocabulary
+        tok = build_tokenizer(cfg.tokenizer, list(train.contexts) + list(sft_pairs(train)[1]),
+                              cfg.bpe_vocab)
+        if cfg.tokenizer != "byte":
+            tok.save(out / TOKENIZER_FILE)   # load_sft rebuilds the policy's tokenizer from it
+    model_cfg = model_config(cfg, tok.vocab_size)
+    params = init_params(model_cfg, jax.random.key(cfg.seed))
+    describe = f"{cfg.model} ({count_params(params):,} params)"
+    return tok, model_cfg, params, sft_loss_fn(Decoder(model_cfg)), lambda p: p, describe
+
+
 # ---- the cached policy -------------------------------------------------------------------
 def load_sft(directory: pathlib.Path) -> SFTPolicy:
     """The finished SFT policy in `directory` (its config.json and latest checkpoint)."""
@@ -360,14 +324,22 @@ def load_sft(directory: pathlib.Path) -> SFTPolicy:
     cfg_path = directory / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path}: no SFT run here (train one with scripts.train_sft)")
+    saved = json.loads(cfg_path.read_text())
+
+    def restore_params():
+        with Checkpointer(directory / "checkpoints") as ck:
+            if ck.latest_step() is None:
+                raise FileNotFoundError(f"{directory / 'checkpoints'}: no checkpoint saved yet")
+            return ck.restore_params()
+
+    from dlm.policy import lora_sft
+    if lora_sft.is_pretrained(saved["sft"]["model"]):
+        sft_fields = {f.name for f in dataclasses.fields(SFTConfig)}
+        cfg = SFTConfig(**{k: v for k, v in saved["sft"].items() if k in sft_fields})
+        return SFTPolicy(*lora_sft.load_policy(directory, cfg, restore_params), directory)
     known = {f.name for f in dataclasses.fields(DecoderConfig)}
-    saved = json.loads(cfg_path.read_text()).get("model", {})
-    model_cfg = DecoderConfig(**{k: v for k, v in saved.items() if k in known})
-    with Checkpointer(directory / "checkpoints") as ck:
-        if ck.latest_step() is None:
-            raise FileNotFoundError(f"{directory / 'checkpoints'}: no checkpoint saved yet")
-        params = ck.restore_params()
-    params = jax.tree.map(np.asarray, params)
+    model_cfg = DecoderConfig(**{k: v for k, v in saved.get("model", {}).items() if k in known})
+    params = jax.tree.map(np.asarray, restore_params())
     return SFTPolicy(params, model_cfg, load_tokenizer(directory), directory)
 
 
