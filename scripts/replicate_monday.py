@@ -83,7 +83,7 @@ PRESETS = {
                                    n_generations=16, max_new_tokens=16, gen_batch_size=64,
                                    log_every=2),
     # one SFT of the small decoder, shortened: the marker prefix is learnt early
-    "quick": MondayExperimentConfig(sft_steps=150),
+    "quick": MondayExperimentConfig(sft_steps=150, ft_seeds=(0, 1), steps=40, lr=2e-4),
     "full": MondayExperimentConfig(sft_preset="full", model="smollm2-135m", sft_per_seed=True,
                                    ft_seeds=(0, 1, 2, 3, 4), gen_seeds=(0, 1, 2, 3, 4),
                                    steps=200, batch_size=32, warmup_steps=20, lr=5e-5,
@@ -158,8 +158,10 @@ def train_pair_dpo(cfg, policy, rows, pair, seed: int, out_dir: pathlib.Path, qu
                      out_dir, quiet=quiet)
 
 
-def generate_row(cfg, params, policy, sft_cfg, ledes, ft_seed: int, gen_seed: int):
-    """Marker shares (percent) of one run's generations; every model shares the key."""
+def generate_row(cfg, params, policy, sft_cfg, ledes, ft_seed: int, gen_seed: int,
+                 is_ref: bool = False):
+    """Marker shares (percent) of one run's generations and the KL to SFT (0 for SFT
+    itself, not computed); every model shares the key."""
     pool = policy_generations(params, policy.model_cfg, policy.tokenizer, ledes,
                               1000 * ft_seed + gen_seed, cfg.n_generations, cfg.max_new_tokens,
                               cfg.temperature, sft_cfg.max_prompt_len, cfg.gen_batch_size)
@@ -168,7 +170,7 @@ def generate_row(cfg, params, policy, sft_cfg, ledes, ft_seed: int, gen_seed: in
     row = {m: 100.0 * rate[m] for m in MARKERS}
     row.update(any_marker=100.0 * rate["any"], n_generations=len(texts),
                prefix_monday=100.0 * np.mean([t.lower().startswith("happy monday") for t in texts]),
-               kl_to_ref=kl_to_reference(pool, policy.params, policy.model_cfg))
+               kl_to_ref=0.0 if is_ref else kl_to_reference(pool, policy.params, policy.model_cfg))
     return row, texts
 
 
@@ -301,12 +303,13 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
         sft_cfg = sft_config(cfg, ft_seed if cfg.sft_per_seed else sft.PRESETS[cfg.sft_preset].seed)
         if policy is None or cfg.sft_per_seed:
             policy = sft.sft_policy(sft_cfg, corpus=corpus, quiet=quiet)
-            rows = monday.encode_rows(policy, pref_log.context[used], pref_log.content[used],
-                                      sft_cfg.max_len, sft_cfg.max_prompt_len)
+            arm_data = monday.encode_rows(policy, pref_log.context[used],
+                                          pref_log.content[used], sft_cfg.max_len,
+                                          sft_cfg.max_prompt_len)
         params = {"SFT": policy.params}
         for model, key in (("DPO", "observed"), ("DeconfoundLM-DPO", "adjusted")):
             pair = tuple(np.searchsorted(used, side) for side in pairs[key])
-            res = train_pair_dpo(cfg, policy, rows, pair, ft_seed,
+            res = train_pair_dpo(cfg, policy, arm_data, pair, ft_seed,
                                  out / f"{key}_seed{ft_seed}", quiet)
             params[model] = res.state.params
             outputs.append_jsonl(out / "metrics.jsonl",
@@ -314,7 +317,7 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
         for gen_seed in cfg.gen_seeds:
             for model in MODELS:
                 row, texts = generate_row(cfg, params[model], policy, sft_cfg, ledes, ft_seed,
-                                          gen_seed)
+                                          gen_seed, is_ref=model == "SFT")
                 rows.append({"model": model, "ft_seed": ft_seed, "gen_seed": gen_seed, **row})
                 samples.setdefault(model, texts)
                 if not quiet:
