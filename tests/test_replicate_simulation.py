@@ -116,7 +116,8 @@ def test_main_writes_every_output(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_tiny_preset_end_to_end(tmp_path):
+def test_tiny_preset_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLM_CACHE", str(tmp_path / "cache"))   # a fresh SFT, no shared cache
     out = tmp_path / "rep"
     assert rs.main(["--preset", "tiny", "--out", str(out)]) == 0
     cfg = rs.PRESETS["tiny"]
