@@ -1,4 +1,5 @@
-"""Per-seed training arrays for the reward trainer, and stacking them on a seed axis.
+"""Per-seed training arrays for the reward trainer, stacking them on a seed axis, and each
+seed's minibatch rows.
 
 Seeds of one setting sample different logs from one world: the rows, targets and
 confounder values differ, the shapes mostly do not. Two shapes can differ harmlessly and
@@ -63,3 +64,20 @@ def pad_to_common(per_seed: Sequence[dict]) -> tuple[list[dict], str | None]:
 def stack(per_seed: Sequence[dict]) -> dict:
     """Stack same-shaped per-seed dicts on a leading seed axis [S, ...], on device."""
     return jax.tree.map(lambda *a: jax.numpy.asarray(np.stack(a)), *per_seed)
+
+
+def row_stream(n: int, batch: int, seed: int):
+    """rows(s): step s's indices from per-epoch permutations (a pure function of seed, s)."""
+    perms: dict[int, np.ndarray] = {}
+
+    def rows(s: int) -> np.ndarray:
+        pos = s * batch + np.arange(batch)
+        out = np.empty(batch, np.int32)
+        for e in np.unique(pos // n):
+            if e not in perms:
+                perms.clear()
+                perms[e] = np.random.default_rng([seed, int(e)]).permutation(n)
+            sel = pos // n == e
+            out[sel] = perms[e][pos[sel] % n]
+        return out
+    return rows

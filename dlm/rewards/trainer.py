@@ -33,7 +33,7 @@ import numpy as np
 
 from dlm.rewards.encoding import ConfounderEncoder
 from dlm.rewards.methods import RewardMethod, Targets, get_method
-from dlm.rewards.stacking import host_data, pad_to_common, stack
+from dlm.rewards.stacking import host_data, pad_to_common, row_stream, stack
 from dlm.train.losses import reward_regression
 from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
 from dlm.train.step import TrainState, make_train_step
@@ -213,23 +213,6 @@ def _loss_fn(backbone, method: RewardMethod, l2: float):
     return loss_fn
 
 
-def _row_stream(n: int, batch: int, seed: int):
-    """rows(s): step s's indices from per-epoch permutations (a pure function of seed, s)."""
-    perms: dict[int, np.ndarray] = {}
-
-    def rows(s: int) -> np.ndarray:
-        pos = s * batch + np.arange(batch)
-        out = np.empty(batch, np.int32)
-        for e in np.unique(pos // n):
-            if e not in perms:
-                perms.clear()
-                perms[e] = np.random.default_rng([seed, int(e)]).permutation(n)
-            sel = pos // n == e
-            out[sel] = perms[e][pos[sel] % n]
-        return out
-    return rows
-
-
 def _seed_batching(cfg: TrainerConfig) -> str:
     if cfg.seed_batching == "auto":
         return "loop" if jax.default_backend() == "cpu" else "vmap"
@@ -293,7 +276,7 @@ def _train_group(backbone, runner, method, name, data_S, cfg, strengths, seeds, 
     state = init(params_SxK)
     strength_K = jnp.asarray([0.0 if s is None else s for s in strengths], jnp.float32)
     seed_S = jnp.asarray(seeds, jnp.uint32)
-    streams = [_row_stream(n, min(cfg.batch_size, n), seed) for seed in seeds]
+    streams = [row_stream(n, min(cfg.batch_size, n), seed) for seed in seeds]
     logged = set(range(cfg.log_every, cfg.steps + 1, max(cfg.log_every, 1))) | {cfg.steps}
     finals = [[] for _ in seeds]
     for start, stop in _chunks(cfg):
