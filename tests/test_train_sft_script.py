@@ -65,3 +65,14 @@ def test_bench_tiny_writes_json(tmp_path):
                 "sample_tokens_per_s_nocache", "matmul_flops_per_s"):
         assert r[key] > 0, key
     assert r["n_devices"] == jax.device_count()
+
+
+def test_model_flag_reaches_the_sft_config_of_train_sft_and_dpo_digits(tmp_path, monkeypatch):
+    from scripts import dpo_digits
+    monkeypatch.setenv("DLM_CACHE", str(tmp_path / "cache"))
+    # --model is sugar for the SFT config's `model`: an unknown name fails before training
+    with pytest.raises(SystemExit, match="unknown model 'no-such-model'"):
+        train_sft.main(["--preset", "tiny", "--model", "no-such-model", "--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match="unknown model 'no-such-model'"):
+        dpo_digits.main(["--preset", "tiny", "--model", "no-such-model", "--out", str(tmp_path / "b"),
+                         "--quiet"])
