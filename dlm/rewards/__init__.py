@@ -8,8 +8,9 @@
 from dlm.rewards.methods import (METHODS, MethodContext, RewardMethod, Targets, get_method,
                                  log_targets, naive_targets)
 from dlm.rewards.representations import Features, NgramSVD, TrunkStates, fit_representation
-from dlm.rewards.trainer import ConfounderEncoder, TrainedReward, TrainerConfig, train_reward
+from dlm.rewards.trainer import (ConfounderEncoder, TrainedReward, TrainerConfig, train_reward,
+                                 train_reward_seeds)
 
 __all__ = ["METHODS", "MethodContext", "RewardMethod", "Targets", "get_method", "log_targets",
            "naive_targets", "Features", "NgramSVD", "TrunkStates", "fit_representation",
-           "ConfounderEncoder", "TrainedReward", "TrainerConfig", "train_reward"]
+           "ConfounderEncoder", "TrainedReward", "TrainerConfig", "train_reward", "train_reward_seeds"]
