@@ -347,7 +347,7 @@ def samples_md(samples: pd.DataFrame, n_contexts: int = 8) -> str:
     for i, (ctx, g) in enumerate(first.groupby("context", sort=False)):
         if i == n_contexts:
             break
-        lines.append(f"{i + 1}. **context:** {ctx}")
+        lines.append(f"{i + 1}. **context:** {' '.join(str(ctx).split())}")
         lines += [f"   - **{r.policy}** ({r.reward:+.3f}): {' '.join(str(r.text).split())}"
                   for r in g.itertuples()]
         lines.append("")
