@@ -235,7 +235,8 @@ def _summary_md(cfg, frame, info, effects, pair_stats, seconds) -> str:
         "## Preference pairs (the same pairs, three orderings)", "",
         outputs.markdown_table(pair_stats.round(3)),
         "win_monday: share of pairs whose preferred headline carries \"Happy Monday!\" "
-        "(lose_*: the rejected one). agrees_with_real: share of pairs ordered as the arms' real "
+        "(lose_*: the rejected one). marked_wins_mixed: among pairs of a marked and an "
+        "unmarked headline, the share won by the marked one. agrees_with_real: share of pairs ordered as the arms' real "
         "CTR orders them (the 'real CTR' ordering is not used for training).", "",
         f"Wall time {seconds:.0f} s. Samples: samples.md.", ""]
     return "\n".join(lines)

@@ -63,8 +63,9 @@ def test_orient_prefers_the_higher_score_and_drops_ties():
     win, lose = monday.orient([0, 1, 3], [1, 2, 0], score)
     assert win.tolist() == [1, 0] and lose.tolist() == [0, 3]        # (1, 2) tie dropped
     stats = monday.pair_stats(win, lose, np.array([1, 0, 0, 2]))
+    # pairs (1 over 0): unmarked beats Monday; (0 over 3): Monday beats Friday (not mixed)
     assert stats == {"n_pairs": 2, "win_monday": 0.5, "lose_monday": 0.5,
-                     "win_friday": 0.0, "lose_friday": 0.5}
+                     "win_friday": 0.0, "lose_friday": 0.5, "marked_wins_mixed": 0.0}
 
 
 def test_adjusted_ordering_removes_the_weekday_shift():

@@ -167,11 +167,16 @@ def orient(a, b, score) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_stats(win, lose, marker) -> dict[str, float]:
-    """Pair count and the shares of winners/losers carrying a Monday or Friday marker."""
+    """Pair count, the shares of winners/losers carrying a Monday or Friday marker, and
+    among pairs of a marked and an unmarked headline the share the marked one wins (0.5:
+    the ordering carries no preference for markers)."""
     marker = np.asarray(marker)
     share = lambda rows, m: float(np.mean(marker[rows] == m)) if len(rows) else float("nan")  # noqa
+    mixed = (marker[win] > 0) != (marker[lose] > 0)
     return {"n_pairs": int(len(win)), "win_monday": share(win, 1), "lose_monday": share(lose, 1),
-            "win_friday": share(win, 2), "lose_friday": share(lose, 2)}
+            "win_friday": share(win, 2), "lose_friday": share(lose, 2),
+            "marked_wins_mixed": float(np.mean(marker[win][mixed] > 0)) if mixed.any()
+            else float("nan")}
 
 
 def encode_rows(policy, prompts, texts, max_len: int, max_prompt_len: int,
