@@ -31,6 +31,7 @@ from scripts.train_sft import SFTConfig, sft_loss_fn
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
     model: str = SFTConfig().model   # the default SFT model
+    vocab_size: int = 0              # 0: the preset's (bytes); 4096: the quick SFT's BPE
     dtype: str = "float32"
     batch_size: int = 32
     seq_len: int = 128
@@ -72,12 +73,13 @@ def matmul_flops_per_s(n: int, dtype: str, repeats: int) -> float:
 
 
 def train_tokens_per_s(model_cfg, cfg: BenchConfig) -> float:
-    """Tokens/s of the SFT train step (forward, backward, AdamW) on random bytes."""
+    """Tokens/s of the SFT train step (forward, backward, AdamW) on random tokens."""
     tx = make_optimizer(OptimConfig(total_steps=cfg.train_steps + 1))
     state = TrainState.create(init_params(model_cfg, jax.random.key(cfg.seed)), tx)
     step = make_train_step(sft_loss_fn(Decoder(model_cfg)), tx)
     rng = np.random.default_rng(cfg.seed)
-    batch = {"tokens": jnp.asarray(rng.integers(0, 256, (cfg.batch_size, cfg.seq_len)), jnp.int32),
+    batch = {"tokens": jnp.asarray(rng.integers(0, model_cfg.vocab_size, (cfg.batch_size, cfg.seq_len)),
+                                   jnp.int32),
              "loss_mask": jnp.ones((cfg.batch_size, cfg.seq_len), jnp.float32)}
     key = jax.random.key(cfg.seed)
     state, m = step(state, batch, key)                     # compile
@@ -93,7 +95,8 @@ def sample_tokens_per_s(model_cfg, cfg: BenchConfig) -> dict[str, float]:
     """New tokens/s of generate (KV cache) and generate_nocache for a batch of prompts."""
     params = init_params(model_cfg, jax.random.key(cfg.seed))
     rng = np.random.default_rng(cfg.seed)
-    prompts = jnp.asarray(rng.integers(0, 256, (cfg.batch_size, cfg.prompt_len)), jnp.int32)
+    prompts = jnp.asarray(rng.integers(0, model_cfg.vocab_size, (cfg.batch_size, cfg.prompt_len)),
+                          jnp.int32)
     mask = jnp.ones(prompts.shape, bool)
     out = {}
     for name, fn in (("kv", generate), ("nocache", generate_nocache)):
@@ -107,7 +110,8 @@ def sample_tokens_per_s(model_cfg, cfg: BenchConfig) -> dict[str, float]:
 def run(cfg: BenchConfig, out: pathlib.Path) -> dict:
     model_cfg = dataclasses.replace(MODEL_PRESETS[cfg.model], dtype=cfg.dtype,
                                     max_len=max(MODEL_PRESETS[cfg.model].max_len, cfg.seq_len,
-                                                cfg.prompt_len + cfg.new_tokens))
+                                                cfg.prompt_len + cfg.new_tokens),
+                                    vocab_size=cfg.vocab_size or MODEL_PRESETS[cfg.model].vocab_size)
     train_tps = train_tokens_per_s(model_cfg, cfg)
     model_flops = flops_per_token(model_cfg, cfg.seq_len) * train_tps
     peak = matmul_flops_per_s(cfg.matmul_n, cfg.dtype, cfg.repeats)
