@@ -157,13 +157,11 @@ def _summary(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_common_args(parser, PRESETS, default_preset="quick")
-    parser.add_argument("--model", choices=pretrained.MODELS, default=None,
-                        help="registered model (default: the from-scratch decoder)")
+    cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
     args = parser.parse_args(argv)
     cfg = cli.resolve_config(args, PRESETS)
-    if args.model is not None:
-        cfg = dataclasses.replace(cfg, model=args.model)
+    if cfg.model not in pretrained.MODELS:
+        parser.error(f"--model {cfg.model!r}: choose one of {', '.join(pretrained.MODELS)}")
     r = run(cfg, args.out)
     print(_summary(r))
     return r

@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    cli.add_common_args(parser, PRESETS)
+    cli.add_common_args(parser, PRESETS, model_field="policy_model")
     parser.add_argument("--entanglement", type=float, default=None,
                         help="entanglement of the confounders with causal text features")
     parser.add_argument("--data", type=pathlib.Path, default=None,

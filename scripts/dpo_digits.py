@@ -76,20 +76,12 @@ def has_digit(texts) -> np.ndarray:
 def build(cfg: DPODigitsConfig, data: pathlib.Path | None, quiet: bool):
     """SFT policy (cached), its train/held-out ledes, and the world's true effect."""
     from sims.headlines import HeadlineWorld
-    if cfg.sft_preset not in sft.PRESETS:
-        raise SystemExit(f"--set sft_preset: unknown {cfg.sft_preset!r}; have {sorted(sft.PRESETS)}")
-    sft_cfg = sft.PRESETS[cfg.sft_preset]
-    if cfg.model:
-        sft_cfg = dataclasses.replace(sft_cfg, model=cfg.model)
-    policy = sft.sft_policy(sft_cfg, data, pathlib.Path(cfg.sft_dir) if cfg.sft_dir else None,
-                            quiet=quiet)
-    corpus, source = sft.load_corpus(None if data is None else pathlib.Path(data).absolute(),
-                                     sft_cfg)
-    train, val = sft.split_corpus(corpus, sft_cfg, source)
+    policy, sft_cfg, train, val, source = sft.preset_policy(cfg.sft_preset, data, cfg.model,
+                                                            cfg.sft_dir, quiet)
     ledes = list(train.contexts)
     if cfg.train_prompts:
         ledes = ledes[:cfg.train_prompts]
-    return policy, sft_cfg, ledes, list(val.contexts), HeadlineWorld(corpus).true_effect, source
+    return policy, sft_cfg, ledes, list(val.contexts), HeadlineWorld(train).true_effect, source
 
 
 def run_seed(cfg, seed, policy, sft_cfg, train_ledes, out: pathlib.Path, quiet: bool):

@@ -35,6 +35,7 @@ from sims.featurise import phi
 class OracleRewardConfig:
     sft_preset: str = "quick"         # the trunk: this SFT policy (dlm.policy.sft, cached)
     sft_dir: str = ""                 # "" -> the shared SFT cache for that preset and data
+    model: str = ""                   # the trunk's model ("" -> the preset's; smollm2-135m)
     seeds: tuple[int, ...] = (0,)
     n_postings: int = 20_000          # A/B postings the reward is trained on
     marker_rate: float = 0.5          # share of A/B postings carrying a weekday marker
@@ -58,14 +59,8 @@ PRESETS = {
 def build(cfg: OracleRewardConfig, data: pathlib.Path | None, quiet: bool):
     """The SFT policy (trunk) and the A/B world on training stories / held-out stories."""
     from sims.headlines import HeadlineWorld
-    if cfg.sft_preset not in sft.PRESETS:
-        raise SystemExit(f"--set sft_preset: unknown {cfg.sft_preset!r}; have {sorted(sft.PRESETS)}")
-    sft_cfg = sft.PRESETS[cfg.sft_preset]
-    data = None if data is None else pathlib.Path(data).absolute()
-    policy = sft.sft_policy(sft_cfg, data, pathlib.Path(cfg.sft_dir) if cfg.sft_dir else None,
-                            quiet=quiet)
-    corpus, source = sft.load_corpus(data, sft_cfg)
-    train, val = sft.split_corpus(corpus, sft_cfg, source)
+    policy, _, train, val, source = sft.preset_policy(cfg.sft_preset, data, cfg.model,
+                                                      cfg.sft_dir, quiet)
     return policy, HeadlineWorld(train), HeadlineWorld(val), source
 
 
@@ -145,7 +140,7 @@ def _summary_md(cfg, frame, source, sft_dir) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_common_args(parser, PRESETS, default_preset="quick")
+    cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
     parser.add_argument("--data", type=pathlib.Path, default=None,
                         help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")

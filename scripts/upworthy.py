@@ -2,6 +2,7 @@
 
     python -m scripts.upworthy --data PATH [--eval-data PATH] --out DIR
                                [--preset tiny|quick|full] [--representations ngram,trunk]
+                               [--model smollm2-135m]
                                [--set FIELD=VALUE ...]
 
 The tests of --data are split by story (tests sharing a lede or headline stay together)
@@ -51,6 +52,7 @@ class UpworthyConfig:
     alpha: float = 0.05                             # evaluation pairs differ at this level
     train_pair_alpha: float = 1.0                   # experimental training pairs (1: all)
     representations: tuple[str, ...] = ("ngram", "trunk")
+    model: str = ""                                 # a pretrained LLM whose frozen states join them
     n_boot: int = 1000
     ngram_features: int = 2 ** 14
     l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    cli.add_common_args(parser, PRESETS)
+    cli.add_common_args(parser, PRESETS, model_field="model")
     parser.add_argument("--data", type=pathlib.Path, default=None,
                         help="Upworthy archive CSV(.gz)/parquet to train on (required)")
     parser.add_argument("--eval-data", type=pathlib.Path, default=None,
@@ -287,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.representations:
         cfg = dataclasses.replace(cfg, representations=tuple(
             r.strip() for r in args.representations.split(",") if r.strip()))
+    if cfg.model and cfg.model not in cfg.representations:   # --model smollm2-135m
+        cfg = dataclasses.replace(cfg, representations=cfg.representations + (cfg.model,))
     check_representations(cfg.representations)
     t0 = time.perf_counter()
     try:

@@ -411,3 +411,18 @@ def sft_cache_dir(cfg: SFTConfig, data: pathlib.Path | None = None,
         content["corpus"] = [corpus[1], corpus_fingerprint(corpus[0])]
     key = json.dumps(content, sort_keys=True)
     return root / f"sft-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def preset_policy(preset: str, data: pathlib.Path | None = None, model: str = "",
+                  directory: str = "", quiet: bool = True):
+    """What later stages start from: the cached SFT policy of the named preset (`model`
+    overrides its model, e.g. "smollm2-135m"), its config, and the (train, val) stories it
+    was split into -> (policy, cfg, train, val, source)."""
+    if preset not in PRESETS:
+        raise SystemExit(f"--set sft_preset: unknown {preset!r}; have {sorted(PRESETS)}")
+    cfg = dataclasses.replace(PRESETS[preset], model=model) if model else PRESETS[preset]
+    data = None if data is None else pathlib.Path(data).absolute()
+    policy = sft_policy(cfg, data, pathlib.Path(directory) if directory else None, quiet=quiet)
+    corpus, source = load_corpus(data, cfg)
+    train, val = split_corpus(corpus, cfg, source)
+    return policy, cfg, train, val, source
