@@ -84,7 +84,9 @@ PRESETS = {
                                    log_every=2),
     # one SFT of the small decoder, shortened: the marker prefix is learnt early
     "quick": MondayExperimentConfig(sft_steps=150, ft_seeds=(0, 1), steps=40, lr=2e-4),
-    "full": MondayExperimentConfig(sft_preset="full", model="smollm2-135m", sft_per_seed=True,
+    # one GPU, ~15 minutes meant (not yet timed on one): LoRA SFT of SmolLM2 shared by the
+    # seeds (the smollm2 SFT preset at 400 steps; per-seed SFT would multiply it by 5)
+    "full": MondayExperimentConfig(sft_preset="smollm2", model="smollm2-135m", sft_steps=400,
                                    ft_seeds=(0, 1, 2, 3, 4), gen_seeds=(0, 1, 2, 3, 4),
                                    steps=200, batch_size=32, warmup_steps=20, lr=5e-5,
                                    beta=0.1, n_eval_ledes=0, n_generations=3000,
