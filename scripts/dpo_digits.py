@@ -29,7 +29,7 @@ from dlm.eval.stats import format_mean_se, format_table, mean_se, summarise
 from dlm.policy import sft
 from dlm.policy.best_of_n import sample_pool
 from dlm.policy.dpo import DPOConfig, pairs_from_pool, preference_data, train_dpo
-from dlm.policy.evaluate import (METRICS, generation_metrics, kl_to_reference,
+from dlm.policy.evaluate import (METRICS, generation_metrics, kl_to_reference, samples_markdown,
                                  policy_generations)
 from sims.featurise import FEATURES, phi
 
@@ -146,16 +146,6 @@ def _summary_md(cfg, frame, source, sft_dir, seconds) -> str:
     return "\n".join(lines)
 
 
-def _samples_md(samples: dict[str, list[str]], ledes: list[str], per: int) -> str:
-    lines = ["# Samples (seed 0, first held-out ledes)", ""]
-    for i, lede in enumerate(ledes[:5]):
-        lines.append(f"{i + 1}. **lede:** {lede}")
-        for name, texts in samples.items():
-            lines.append(f"   - **{name}:** {texts[i * per]}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def _plot(frame: pd.DataFrame, path: pathlib.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -198,7 +188,8 @@ def run(cfg: DPODigitsConfig, out: pathlib.Path, data: pathlib.Path | None = Non
     frame = frame[cols + [c for c in frame.columns if c not in cols]]
     outputs.write_csv(out / "results.csv", frame)
     per = int(frame["n_generations"].iloc[0]) // len(val_ledes)
-    outputs.write_text(out / "samples.md", _samples_md(samples, val_ledes, per))
+    outputs.write_text(out / "samples.md", samples_markdown(
+        "Samples (seed 0, first held-out ledes)", val_ledes, samples, per, n_ledes=5))
     summary = _summary_md(cfg, frame, source, policy.directory, time.perf_counter() - t0)
     outputs.write_text(out / "summary.md", summary)
     _plot(frame, out / "digit_share.png")

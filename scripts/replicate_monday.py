@@ -36,7 +36,7 @@ from dlm.eval.causal_metrics import marker_rate
 from dlm.eval.stats import format_mean_se, mean_se, welch_t
 from dlm.policy import sft
 from dlm.policy.dpo import DPOConfig, train_dpo
-from dlm.policy.evaluate import kl_to_reference, policy_generations
+from dlm.policy.evaluate import kl_to_reference, policy_generations, samples_markdown
 from dlm.realdata import monday
 from dlm.realdata.pairs import split_tests, story_of_test
 
@@ -244,16 +244,6 @@ def _summary_md(cfg, frame, info, effects, pair_stats, seconds) -> str:
     return "\n".join(lines)
 
 
-def _samples_md(samples: dict[str, list[str]], ledes: list[str], per: int) -> str:
-    lines = ["# Samples (fine-tuning seed and generation seed: the first ones)", ""]
-    for i, lede in enumerate(ledes[:6]):
-        lines.append(f"{i + 1}. **lede:** {lede[:300]}")
-        for name, texts in samples.items():
-            lines.append(f"   - **{name}:** {texts[i * per]}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def _plot(frame: pd.DataFrame, path: pathlib.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -330,7 +320,9 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
     outputs.write_csv(out / "results.csv", frame)
     info["n_generations"] = int(frame["n_generations"].min())
     per = info["n_generations"] // len(ledes)
-    outputs.write_text(out / "samples.md", _samples_md(samples, ledes, per))
+    outputs.write_text(out / "samples.md", samples_markdown(
+        "Samples (fine-tuning seed and generation seed: the first ones)", ledes, samples, per,
+        n_ledes=6))
     summary = _summary_md(cfg, frame, info, effects, pair_stats, time.perf_counter() - t0)
     outputs.write_text(out / "summary.md", summary)
     _plot(frame, out / "markers.png")

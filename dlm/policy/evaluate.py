@@ -118,3 +118,16 @@ def evaluate_best_of_n(pools: Sequence[Pool], reward_fn, tau_fn: TauFn | None,
     return pd.DataFrame([{"seed": int(s), **generation_metrics(pick_best(p, reward_fn, n), tau_fn)}
                          for s, p in zip(seeds, pools)])
 
+
+
+def samples_markdown(title: str, ledes: Sequence[str], samples: dict[str, list[str]], per: int,
+                     n_ledes: int = 5, lede_chars: int = 300) -> str:
+    """samples.md of an experiment: for the first `n_ledes` ledes, the first generation of
+    each policy (`samples[name]` holds `per` generations per lede, lede by lede)."""
+    lines = [f"# {title}", ""]
+    for i, lede in enumerate(ledes[:n_ledes]):
+        lines.append(f"{i + 1}. **lede:** {lede[:lede_chars]}")
+        for name, texts in samples.items():
+            lines.append(f"   - **{name}:** {texts[i * per]}")
+        lines.append("")
+    return "\n".join(lines)
