@@ -41,6 +41,7 @@ import pandas as pd  # noqa: E402
 from dlm import cli, outputs  # noqa: E402
 from dlm.causal.fit import EstimatorConfig  # noqa: E402
 from dlm.eval import causal_metrics as cm  # noqa: E402
+from dlm.eval.reward_eval import HeldOut, held_out, reward_metrics, sft_row  # noqa: E402,F401
 from dlm.eval.stats import format_table, summarise  # noqa: E402
 from dlm.rewards import (METHODS, MethodContext, TrainerConfig,  # noqa: E402
                          fit_representation, train_reward_seeds)
@@ -148,52 +149,6 @@ def train_policy(log, world, cfg: CompareConfig, label: str, quiet: bool = True)
     return policy.params, policy.model_cfg, policy.tokenizer
 
 
-# ---- evaluation of one reward ---------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, eq=False)
-class HeldOut:
-    """What every reward is scored on: held-out candidates, their pairs, the policy's pool."""
-
-    texts: list
-    tau: np.ndarray
-    pairs: np.ndarray
-    pool: object            # dlm.policy.best_of_n.Pool (or None: no objective)
-    tau_fn: object
-    marker_effect: float
-
-
-def held_out(world_held, pool, tau_fn, marker_effect: float, seed: int) -> HeldOut:
-    mask = world_held.mask_SxK
-    texts = [str(t) for t in world_held.text_SxK[mask]]
-    story = np.nonzero(mask)[0]
-    tau = tau_fn(texts)
-    pairs = cm.interventional_pairs(texts, tau, groups=story, rng=seed)
-    return HeldOut(texts, tau, pairs, pool, tau_fn, marker_effect)
-
-
-def reward_metrics(reward_fn, h: HeldOut) -> dict:
-    """causal_corr, spurious_gap (signed Monday gap), per-marker gaps, pair_acc, objective."""
-    from dlm.policy.best_of_n import pick_best
-    from dlm.policy.evaluate import generation_metrics
-
-    gaps = cm.spurious_gaps(reward_fn, h.texts, h.marker_effect)
-    out = {"causal_corr": cm.causal_corr(reward_fn, h.texts, h.tau),
-           "spurious_gap": gaps["Happy Monday!"], "gap_monday": gaps["Happy Monday!"],
-           "gap_friday": gaps["Happy Friday!"],
-           "pair_acc": cm.pair_acc(reward_fn, h.texts, h.tau, h.pairs)}
-    if h.pool is not None:
-        g = generation_metrics(pick_best(h.pool, reward_fn), h.tau_fn)
-        out.update(objective=g["objective"], marker_rate=g["marker_rate"])
-    return out
-
-
-def _sft_row(h: HeldOut) -> dict:
-    """The policy itself (its first sample per lede): the objective's zero point."""
-    from dlm.policy.evaluate import generation_metrics
-
-    g = generation_metrics([row[0] for row in h.pool.texts], h.tau_fn)
-    return {"objective": g["objective"], "marker_rate": g["marker_rate"]}
-
-
 # ---- the experiment ---------------------------------------------------------------------------
 def _methods(cfg: CompareConfig) -> list[str]:
     names = list(cfg.methods) or list(METHODS)
@@ -298,7 +253,7 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
         info["pool_s"] += time.perf_counter() - t
         helds.append(held_out(world_held, pool, world.true_effect, cfg.marker_effect, seed))
         bases.append({"seed": seed, "entanglement": cfg.entanglement, "p_marker": cfg.p_marker})
-        rows.append({**bases[-1], "method": "sft", "strength": np.nan, **_sft_row(helds[-1])})
+        rows.append({**bases[-1], "method": "sft", "strength": np.nan, **sft_row(helds[-1])})
         ctxs.append(MethodContext(sample.log, rep, world=world, seed=seed, estimator=est,
                                   estimator_dims=cfg.estimator_dims,
                                   n_oracle=cfg.n_oracle or None, c_ref=c_ref))
@@ -412,15 +367,20 @@ def main(argv: list[str] | None = None) -> int:
     history: list = []
     frame, info = run(cfg, args.data, progress=sys.stderr.isatty(), history=history)
     text = summary_text(frame, cfg, info)
+    write_outputs(args, frame, text, cfg, info, history)
+    plot(frame, args.out / "rewards.png")
+    print(text)
+    return 0
+
+
+def write_outputs(args, frame: pd.DataFrame, text: str, cfg, info: dict, history: list) -> None:
+    """results.csv, summary.md, config.json and metrics.jsonl (this run's curves only)."""
     outputs.write_csv(args.out / "results.csv", frame)
     outputs.write_text(args.out / "summary.md", text)
     outputs.write_json(args.out / "config.json", {"preset": args.preset, "data": args.data,
                                                   "config": cfg, "info": info})
     (args.out / "metrics.jsonl").unlink(missing_ok=True)
     outputs.append_jsonl(args.out / "metrics.jsonl", history)
-    plot(frame, args.out / "rewards.png")
-    print(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -298,12 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     history: list = []
     frame, info = run(cfg, args.data, progress=sys.stderr.isatty(), history=history)
     text = summary_text(frame, cfg, info)
-    outputs.write_csv(args.out / "results.csv", frame)
-    outputs.write_text(args.out / "summary.md", text)
-    outputs.write_json(args.out / "config.json", {"preset": args.preset, "data": args.data,
-                                                  "config": cfg, "info": info})
-    (args.out / "metrics.jsonl").unlink(missing_ok=True)
-    outputs.append_jsonl(args.out / "metrics.jsonl", history)
+    cr.write_outputs(args, frame, text, cfg, info, history)
     for metric in ("objective", "causal_corr"):
         plot_metric(frame, metric, args.out / f"{metric}.png")
     print(text)
