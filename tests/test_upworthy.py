@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from dlm.data.log import LogValidationError
-from dlm.data.upworthy import clean_html, load_upworthy
+from dlm.data.upworthy import clean_html, load_upworthy, nonrandomised_mask
 
 
 def rows(**overrides) -> pd.DataFrame:
@@ -105,3 +105,21 @@ def test_real_file(upworthy_path):
     assert not any("<p>" in c or "&nbsp;" in c for c in log.context)
     rate = log.successes.sum() / log.trials.sum()
     assert 0.005 < rate < 0.05  # Upworthy CTRs are a few percent
+
+
+def test_nonrandomised_window_edges(tmp_path):
+    # 201324 is before the window, 201325 and 201401 are its edge weeks, 201400 (strftime
+    # week 00) is the same week as 201352, 201402 is after it.
+    weeks = [201324, 201325, 201400, 201401, 201402]
+    frame = pd.concat([rows().iloc[:1]] * len(weeks), ignore_index=True)
+    frame["test_week"] = weeks
+    frame["clickability_test_id"] = [f"t{i}" for i in range(len(weeks))]
+    mask = nonrandomised_mask(load_upworthy(write(tmp_path, frame)))
+    np.testing.assert_array_equal(mask, [False, True, True, True, False])
+
+
+def test_real_file_nonrandomised_window(upworthy_path):
+    # The shared README counts 3,477 rows of 860 tests in test_week 201325 .. 201401.
+    log = load_upworthy(upworthy_path)
+    mask = nonrandomised_mask(log)
+    assert mask.sum() == 3_477 and len(np.unique(log.group[mask])) == 860

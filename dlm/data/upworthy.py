@@ -27,6 +27,11 @@ _INLINE_TAG = re.compile(r"</?(?:a|b|i|u|em|strong|span|sup|sub|del|wbr|font)\b[
 _ANY_TAG = re.compile(r"<!--.*?-->|<[^>]*>", re.S)
 _SPACE = re.compile(r"\s+")
 
+# The archive's authors' 2024 correction: tests run 2013-06-25 .. 2014-01-10 were likely
+# not randomised (a web cache served one arm at a time). At weekly resolution that is
+# test_week 201325 .. 201401 inclusive (the two edge weeks are partly outside it).
+NONRANDOMISED_WEEKS: tuple[int, int] = (201325, 201401)
+
 
 def clean_html(text: object) -> str:
     """HTML fragment -> plain text: tags stripped, entities unescaped, whitespace collapsed.
@@ -66,3 +71,18 @@ def load_upworthy(path: str | pathlib.Path) -> ObservationalLog:
         successes="clicks", trials="impressions", confounders={"test_week": "time"},
         source=source, time_unit="week")
     return dataclasses.replace(log, confounders={"week": log.confounders["test_week"]})
+
+
+def nonrandomised_mask(log: ObservationalLog, week: str = "week") -> np.ndarray:
+    """[N] bool: rows whose test ran in the archive's likely non-randomised window.
+
+    Within-test comparisons of these rows are not experimental evidence; every experimental
+    use leaves them out by default. Reads the week confounder's labels (year-week, e.g.
+    "201346"), so it works on any split or subset loaded by `load_upworthy`.
+    """
+    if week not in log.confounders:
+        raise ValueError(f"log has no {week!r} confounder; found: {', '.join(log.confounders)}")
+    conf = log.confounders[week]
+    labels = np.array([int(label) for label in conf.levels])[conf.values]
+    lo, hi = NONRANDOMISED_WEEKS
+    return (labels >= lo) & (labels <= hi)
