@@ -5,6 +5,10 @@ A grid maps config fields to the values each takes; its points are the Cartesian
 a point is exactly a list of overrides, and its slug (its run directory's name) is stable.
 Seeds are never a grid axis: a setting's seeds run in one process (`--set seeds=N`), where
 the script can vmap over them.
+
+A point counts as finished only when its run directory holds exit.json, written atomically
+after its process exits, with exit code 0 and the sha256 of the results.csv it left: a
+point killed (or crashed) after writing results.csv is not finished, and is rerun.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from dlm import cli
+from dlm import cli, outputs
 
 SEED_FIELDS = ("seed", "seeds", "first_seed")
 Grid = dict[str, list[str]]
@@ -109,7 +113,27 @@ def check_grid(grid: Grid, cfg: Any, script: str) -> dict[str, list[Any]]:
                            for v in values]
         except SystemExit as err:   # apply_overrides reports bad values as SystemExit
             raise SweepError(f"--grid {name}: {err}") from None
+        canon = [_canonical(v) for v in typed[name]]
+        for j, c in enumerate(canon):   # 0.3 and 0.30 would be one point run twice
+            if c in canon[:j]:
+                raise SweepError(f"--grid {name}: {values[canon.index(c)]!r} and {values[j]!r} "
+                                 f"are the same value")
     return typed
+
+
+def _canonical(v: Any) -> str:
+    """A typed value's text for slugs, so 0.3, 0.30 and 3e-1 name one folder (1.0 -> 1)."""
+    if isinstance(v, float) and not isinstance(v, bool):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e16 else repr(v)
+    if isinstance(v, (list, tuple)):
+        return ",".join(_canonical(x) for x in v)
+    return _value_text(v)
+
+
+def point_values(point: Mapping[str, str], grid: Grid,
+                 typed: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """A point's values as the script parses them (from check_grid's typed values)."""
+    return {k: typed[k][grid[k].index(v)] for k, v in point.items()}
 
 
 def expand(grid: Grid) -> list[dict[str, str]]:
@@ -118,10 +142,11 @@ def expand(grid: Grid) -> list[dict[str, str]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
 
 
-def slug(point: Mapping[str, str]) -> str:
+def slug(point: Mapping[str, Any]) -> str:
     """A point's directory name: field=value pairs joined by '__', filesystem-safe, stable;
-    long ones end in a hash of the full text."""
-    text = "__".join(f"{k}={v}" for k, v in point.items()) or "default"
+    long ones end in a hash of the full text. Give it typed values (point_values) so that
+    equal values spelled differently (0.3, 0.30) get one name; text is used as it is."""
+    text = "__".join(f"{k}={_canonical(v)}" for k, v in point.items()) or "default"
     safe = re.sub(r"[^A-Za-z0-9._,=+-]", "-", text)
     if len(safe) > 120 or safe != text:
         safe = f"{safe[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
@@ -160,6 +185,62 @@ def resolve_shard(shard: str | None, shards: int | None,
 
 def shard_indices(n_points: int, i: int, n: int) -> list[int]:
     return [p for p in range(n_points) if p % n == i]
+
+
+def shard_count_from_states(out: pathlib.Path) -> int | None:
+    """The n of the sweep.shard-i-of-n.json files the shards left in `out` (each shard writes
+    its own as it starts); None when there are none or they disagree (resharded)."""
+    counts = {int(m[1]) for f in pathlib.Path(out).glob("sweep.shard-*-of-*.json")
+              if (m := re.fullmatch(r"sweep\.shard-\d+-of-(\d+)\.json", f.name))}
+    return counts.pop() if len(counts) == 1 else None
+
+
+# ---- a point's completion marker -------------------------------------------------------------
+MARKER = "exit.json"
+DONE = "done"
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_marker(run_dir: pathlib.Path, exit_code: int, command: Sequence[str],
+                 seconds: float) -> dict:
+    """run_dir/exit.json, atomically, once the point's process has exited: its exit code and
+    the checksum of the results.csv it left (None when it left none)."""
+    results = pathlib.Path(run_dir) / "results.csv"
+    marker = {"exit_code": exit_code, "seconds": round(seconds, 3), "command": list(command),
+              "results_sha256": _sha256(results) if results.is_file() else None}
+    outputs.write_json(pathlib.Path(run_dir) / MARKER, marker)
+    return marker
+
+
+def point_status(run_dir: pathlib.Path) -> str:
+    """'done' only for a run that exited 0 and whose results.csv is the one it left; else
+    'pending' (never started), 'failed (exit N)', or 'incomplete (why)'."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.exists():
+        return "pending"
+    try:
+        marker = json.loads((run_dir / MARKER).read_text())
+        code, sha = marker["exit_code"], marker["results_sha256"]
+    except FileNotFoundError:
+        return ("incomplete (results.csv but no exit.json: killed or crashed after writing it)"
+                if (run_dir / "results.csv").exists() else "incomplete (no exit.json: killed?)")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"incomplete (unreadable exit.json: {err})"
+    if code != 0:
+        return f"failed (exit {code})"
+    if sha is None:
+        return "failed (exit 0 without results.csv)"
+    results = run_dir / "results.csv"
+    if not results.is_file() or _sha256(results) != sha:
+        return "incomplete (results.csv changed or removed after the run)"
+    return DONE
 
 
 def _agrees(column: pd.Series, value: Any) -> bool:
