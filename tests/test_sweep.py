@@ -4,7 +4,13 @@ The end-to-end tests run a fake script (written to tmp_path: same CLI, writes re
 in milliseconds) so they take seconds; the real estimate sweep is @slow.
 """
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pandas as pd
 import pytest
@@ -13,7 +19,7 @@ from dlm import sweep as S
 from scripts import sweep as sweep_script
 
 FAKE = textwrap.dedent('''
-    import argparse, dataclasses, pathlib, sys
+    import argparse, dataclasses, os, pathlib, sys, time
     import pandas as pd
     from dlm import cli, outputs
 
@@ -39,7 +45,16 @@ FAKE = textwrap.dedent('''
             sys.exit(3)
         rows = [{"seed": s, "a": cfg.a, "knob_sum": sum(cfg.knob), "value": 10 * cfg.a + s}
                 for s in range(cfg.seeds)]
+        # FAKE_CRASH / FAKE_HANG = a slug: write wrong results.csv, then exit 5 / hang
+        if args.out.name in (os.environ.get("FAKE_CRASH"), os.environ.get("FAKE_HANG")):
+            rows = [dict(r, value=-1.0) for r in rows]
         outputs.write_csv(args.out / "results.csv", pd.DataFrame(rows))
+        if args.out.name == os.environ.get("FAKE_CRASH"):
+            sys.exit(5)
+        if args.out.name == os.environ.get("FAKE_HANG"):
+            (args.out / "pid.txt").write_text(str(os.getpid()))
+            print("hanging after results.csv", flush=True)
+            time.sleep(600)
 ''')
 
 
@@ -51,7 +66,8 @@ def fake(tmp_path, monkeypatch):
     (pkg / "fake_script.py").write_text(FAKE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"):
+    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX",
+                "FAKE_CRASH", "FAKE_HANG"):
         monkeypatch.delenv(var, raising=False)
     return "fakepkg.fake_script"
 
@@ -195,6 +211,127 @@ def test_bad_preset_and_seed_axis_are_refused_before_anything_runs(fake, tmp_pat
     assert sweep_script.main([fake, "--grid", "seeds=1,2", "--out", str(out)]) == 2
     assert "--set seeds=N" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_equal_values_spelled_differently_share_a_slug_and_cannot_repeat():
+    typed = S.check_grid({"entanglement": ["0.30", "1"]}, _cfg(), "x")
+    assert S.slug(S.point_values({"entanglement": "0.30"}, {"entanglement": ["0.30", "1"]},
+                                 typed)) == "entanglement=0.3"
+    typed = S.check_grid({"entanglement": ["3e-1", "1.0"], "knob": ["1,2.50"]}, _cfg(), "x")
+    grid = {"entanglement": ["3e-1", "1.0"], "knob": ["1,2.50"]}
+    assert [S.slug(S.point_values(p, grid, typed)) for p in S.expand(grid)] == \
+        ["entanglement=0.3__knob=1,2.5", "entanglement=1__knob=1,2.5"]
+    with pytest.raises(S.SweepError, match="'0.3' and '0.30' are the same value"):
+        S.check_grid({"entanglement": ["0.3", "0.30"]}, _cfg(), "x")
+
+
+def test_point_status_needs_exit_0_and_the_results_csv_it_left(tmp_path):
+    run = tmp_path / "run"
+    assert S.point_status(run) == "pending"
+    run.mkdir()
+    assert S.point_status(run).startswith("incomplete (no exit.json")
+    (run / "results.csv").write_text("x\n1\n")
+    assert S.point_status(run).startswith("incomplete (results.csv but no exit.json")
+    S.write_marker(run, 0, ["cmd"], 1.0)
+    assert S.point_status(run) == "done"
+    (run / "results.csv").write_text("x\n2\n")                   # not the file the run left
+    assert S.point_status(run).startswith("incomplete (results.csv changed")
+    S.write_marker(run, 7, ["cmd"], 1.0)
+    assert S.point_status(run) == "failed (exit 7)"
+    (run / "results.csv").unlink()
+    S.write_marker(run, 0, ["cmd"], 1.0)
+    assert S.point_status(run) == "failed (exit 0 without results.csv)"
+    (run / "exit.json").write_text('{"exit_co')                      # torn by hand
+    assert S.point_status(run).startswith("incomplete (unreadable exit.json")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_sweep_killed_in_the_middle_of_a_point_resumes_to_the_uninterrupted_result(
+        fake, tmp_path):
+    grid = [fake, "--grid", "a=0,1,2", "--set", "seeds=2"]
+    out = tmp_path / "killed"
+    env = dict(os.environ, FAKE_HANG="a=1",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(sweep_script.REPO)]))
+    with open(tmp_path / "sweep.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "scripts.sweep", *grid, "--out", str(out)],
+                                cwd=sweep_script.REPO, env=env, stdout=err, stderr=err)
+    killed = out / "runs" / "a=1"
+    deadline = time.monotonic() + 600                # a guard against hanging, not a speed test
+    while "hanging" not in ((killed / "log.txt").read_text() if (killed / "log.txt").exists()
+                            else ""):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the sweep never reached point a=1: {(tmp_path / 'sweep.err').read_text()}")
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)               # the sweep only, as a lost node would
+    proc.wait()
+    if sys.platform == "linux":                     # the point dies with it (PR_SET_PDEATHSIG)
+        child = int((killed / "pid.txt").read_text())
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+    assert (killed / "results.csv").exists() and not (killed / "exit.json").exists()
+    assert S.point_status(killed).startswith("incomplete (results.csv but no exit.json")
+    assert not (out / "results.csv").exists()
+    assert _calls(out) == ["a=0", "a=1"]
+
+    assert sweep_script.main([*grid, "--out", str(out)]) == 0          # resumed
+    assert _calls(out) == ["a=0", "a=1", "a=1", "a=2"]                  # a=0 kept, a=1 rerun
+    assert not (killed / "pid.txt").exists()                            # from scratch
+    assert sweep_script.main([*grid, "--out", str(tmp_path / "whole")]) == 0
+    resumed = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(resumed, pd.read_csv(tmp_path / "whole" / "results.csv"))
+    assert (resumed.value == 10 * resumed.a + resumed.seed).all() and len(resumed) == 6
+
+
+def test_a_point_that_wrote_results_then_crashed_is_rerun(fake, tmp_path, monkeypatch, capsys):
+    argv = [fake, "--grid", "a=0,1", "--out", str(tmp_path / "sw")]
+    runs = tmp_path / "sw" / "runs"
+    monkeypatch.setenv("FAKE_CRASH", "a=1")
+    assert sweep_script.main(argv) == 2
+    assert "point 1 (a=1) failed with exit code 5" in capsys.readouterr().err
+    assert (runs / "a=1" / "results.csv").exists()
+    assert S.point_status(runs / "a=1") == "failed (exit 5)"
+    monkeypatch.delenv("FAKE_CRASH")
+    assert sweep_script.main(argv) == 0
+    assert _calls(tmp_path / "sw") == ["a=0", "a=1", "a=1"]
+    merged = pd.read_csv(tmp_path / "sw" / "results.csv")
+    assert merged.a.tolist() == [0, 0, 1, 1] and merged.seed.tolist() == [0, 1, 0, 1]
+    assert (merged.value == 10 * merged.a + merged.seed).all()       # not the crashed run's -1
+
+
+def test_merge_with_a_missing_shard_names_its_points(fake, tmp_path, capsys):
+    out = tmp_path / "sw"
+    grid = [fake, "--grid", "a=0,1,2,3", "--set", "seeds=2", "--out", str(out)]
+    assert sweep_script.main([*grid, "--shard", "0/2"]) == 0            # shard 1/2 never runs
+    half = out / "runs" / "a=1"                      # ...but one of its points was half written
+    half.mkdir(parents=True)
+    (half / "results.csv").write_text("seed,a,kn")
+    capsys.readouterr()
+    assert sweep_script.main([*grid, "--merge-only"]) == sweep_script.MISSING_EXIT == 3
+    err = capsys.readouterr().err
+    assert "2 point(s) missing" in err
+    assert "point 1 [a=1] shard 1/2: incomplete (results.csv but no exit.json" in err
+    assert "point 3 [a=3] shard 1/2: pending" in err and "rerun shard(s) 1/2" in err
+    state = json.loads((out / "sweep.json").read_text())
+    assert [(m["index"], m["values"], m["shard"]) for m in state["missing"]] == \
+        [(1, {"a": "1"}, "1/2"), (3, {"a": "3"}, "1/2")]
+    merged = pd.read_csv(out / "results.csv")                            # the finished ones
+    assert merged.a.tolist() == [0, 0, 2, 2] and (merged.value == 10 * merged.a + merged.seed).all()
+    assert sweep_script.main([*grid, "--merge-only", "--allow-missing", "--shards", "2"]) == 0
+    assert sweep_script.main([*grid, "--shard", "1/2"]) == 0
+    assert sweep_script.main([*grid, "--merge-only"]) == 0
+    assert json.loads((out / "sweep.json").read_text())["missing"] == []
+    merged = pd.read_csv(out / "results.csv")
+    assert merged.a.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert (merged.value == 10 * merged.a + merged.seed).all()
 
 
 @pytest.mark.slow
