@@ -254,7 +254,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_sweep_killed_in_the_middle_of_a_point_resumes_to_the_uninterrupted_result(
-        fake, tmp_path):
+        fake, tmp_path, capsys):
     grid = [fake, "--grid", "a=0,1,2", "--set", "seeds=2"]
     out = tmp_path / "killed"
     env = dict(os.environ, FAKE_HANG="a=1",
@@ -283,6 +283,7 @@ def test_a_sweep_killed_in_the_middle_of_a_point_resumes_to_the_uninterrupted_re
     assert _calls(out) == ["a=0", "a=1"]
 
     assert sweep_script.main([*grid, "--out", str(out)]) == 0          # resumed
+    assert "point 1 (a=1) is incomplete (results.csv but no exit.json" in capsys.readouterr().err
     assert _calls(out) == ["a=0", "a=1", "a=1", "a=2"]                  # a=0 kept, a=1 rerun
     assert not (killed / "pid.txt").exists()                            # from scratch
     assert sweep_script.main([*grid, "--out", str(tmp_path / "whole")]) == 0
