@@ -134,12 +134,9 @@ def _missing(points, slugs, status, n_shards: int | None) -> list[dict]:
 
 
 def write_state(out: pathlib.Path, name: str, args, grid, points, slugs, shard,
-                merged: bool, status: list[str] | None = None,
-                missing: list[dict] | None = None) -> dict:
+                merged: bool, status: list[str], missing: list[dict] | None = None) -> dict:
     """sweep.json (or sweep.shard-i-of-n.json): the grid, every point and its status."""
     i, n = shard
-    if status is None:
-        status = [S.point_status(out / "runs" / s) for s in slugs]
     state = {"script": name, "preset": args.preset, "set": args.overrides, "data": args.data,
              "grid": grid, "shard": None if n == 1 else f"{i}/{n}", "merged": merged,
              "points": [{"index": p, "slug": slugs[p], "values": points[p], "status": status[p]}
@@ -238,22 +235,25 @@ def _main(args, extra: list[str]) -> int:
             print(f"{p}\t{slugs[p]}\t" + " ".join(_command(args, module, points[p],
                                                              args.out / "runs" / slugs[p], extra)))
         return 0
-    todo = [p for p in mine if S.point_status(args.out / "runs" / slugs[p]) != S.DONE]
+    # statuses read once (each checks a checksum), then kept up to date as points run
+    status = [S.point_status(args.out / "runs" / s) for s in slugs]
+    todo = [p for p in mine if status[p] != S.DONE]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"sweep {args.script}",
                unit="point")
     for p in todo:
-        # before each point, so a shard killed now is on record as started
-        write_state(args.out, args.script, args, grid, points, slugs, shard, False)
         run_dir = args.out / "runs" / slugs[p]
         if run_dir.exists():
-            bar.write(f"sweep: point {p} ({slugs[p]}) is {S.point_status(run_dir)}; "
-                      "rerunning it from scratch", file=sys.stderr)
+            bar.write(f"sweep: point {p} ({slugs[p]}) is {status[p]}; rerunning it from scratch",
+                      file=sys.stderr)
+        status[p] = "running"   # on record before it starts, so a killed shard shows where
+        write_state(args.out, args.script, args, grid, points, slugs, shard, False, status)
         bar.set_postfix_str(slugs[p])
         t0 = time.perf_counter()
         rc = run_point(_command(args, module, points[p], run_dir, extra), run_dir)
-        if rc != 0 or not (run_dir / "results.csv").exists():
+        status[p] = S.point_status(run_dir)
+        if status[p] != S.DONE:
             bar.close()
-            write_state(args.out, args.script, args, grid, points, slugs, shard, False)
+            write_state(args.out, args.script, args, grid, points, slugs, shard, False, status)
             raise S.SweepError(
                 f"point {p} ({slugs[p]}) failed with exit code {rc}"
                 f"{'' if rc else ' and wrote no results.csv'} after "
@@ -263,7 +263,7 @@ def _main(args, extra: list[str]) -> int:
     bar.close()
     if shard[1] == 1:
         return _merge(args, grid, typed, points, slugs, 1)
-    write_state(args.out, args.script, args, grid, points, slugs, shard, False)
+    write_state(args.out, args.script, args, grid, points, slugs, shard, False, status)
     print(f"sweep: shard {shard[0]}/{shard[1]} finished {len(mine)} points; when every "
           "shard is done, merge with the same command and --merge-only")
     return 0

@@ -281,6 +281,8 @@ def test_a_sweep_killed_in_the_middle_of_a_point_resumes_to_the_uninterrupted_re
     assert S.point_status(killed).startswith("incomplete (results.csv but no exit.json")
     assert not (out / "results.csv").exists()
     assert _calls(out) == ["a=0", "a=1"]
+    assert [p["status"] for p in json.loads((out / "sweep.json").read_text())["points"]] == \
+        ["done", "running", "pending"]                                  # where it was killed
 
     assert sweep_script.main([*grid, "--out", str(out)]) == 0          # resumed
     assert "point 1 (a=1) is incomplete (results.csv but no exit.json" in capsys.readouterr().err
