@@ -18,6 +18,7 @@ over levels; the intercept absorbs the mean), which identifies them despite wide
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -51,7 +52,11 @@ class StructuredX:
         starts = np.cumsum([self.n_dense] + sizes)
         self.slices = [slice(int(s - k), int(s)) for s, k in zip(starts[1:], sizes)]
         self.n_params = int(starts[-1])
-        self._onehots = [_onehot_NxL(c, L) for c, L, _ in self.blocks]
+
+    @functools.cached_property
+    def _onehots(self) -> list[sp.csr_matrix]:
+        # built on first use: a sharded MAP never needs these N-sized sparse copies
+        return [_onehot_NxL(c, L) for c, L, _ in self.blocks]
 
     def with_dense_prefix(self, prefix_NxE: np.ndarray) -> "StructuredX":
         """Prepend dense columns (intercept, text): their parameters come first."""
