@@ -165,8 +165,9 @@ def world_arrays(world, cfg: BenchConfig, n_rows: int, cache: pathlib.Path | Non
     if cache is not None and (cache / "meta.json").exists():
         have = json.loads((cache / "meta.json").read_text())
         if have.pop("rows") >= n_rows and have == meta:
-            out = {k: np.array(np.load(cache / f"{k}.npy", mmap_mode="r")[:n_rows]) for k in COLUMNS}
-            return {**out, "phi": out["phi"].astype(np.float64), "levels": levels}
+            load = lambda k: np.load(cache / f"{k}.npy", mmap_mode="r")[:n_rows]  # noqa: E731
+            out = {k: load(k).astype(np.float64 if k == "phi" else load(k).dtype) for k in COLUMNS}
+            return {**out, "levels": levels}        # copies in memory, phi as float64
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         (cache / "meta.json").unlink(missing_ok=True)     # half-written arrays are never reused

@@ -69,8 +69,9 @@ def newton_binomial(X: StructuredX, s_N: np.ndarray, n_N: np.ndarray, Q_PxP: np.
             converged = True
             break
         t = 1.0
-        while t > 1e-10:
-            f_new = log_post(sums(theta + t * step, hessian=False)[0], theta + t * step)
+        while t > 1e-10:           # the full step's pass also gives the next gradient and
+            ll, g, H_new = sums(theta + t * step, hessian=t == 1.0)   # Hessian: one pass a step
+            f_new = log_post(ll, theta + t * step)
             if f_new >= f + 1e-4 * t * decrement:
                 break
             t /= 2.0
@@ -78,7 +79,7 @@ def newton_binomial(X: StructuredX, s_N: np.ndarray, n_N: np.ndarray, Q_PxP: np.
             converged = decrement / 2.0 < 1e3 * tol
             break
         theta, f = theta + t * step, f_new
-        _, g, H = sums(theta)
+        _, g, H = (ll, g, H_new) if H_new is not None else sums(theta)
     p = scipy.special.expit(X.matvec(theta))
     w = n_N * p * (1.0 - p)
     resid = s_N - n_N * p

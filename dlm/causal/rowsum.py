@@ -33,7 +33,8 @@ FAMILIES = ("binomial", "normal")
 
 
 def _level_sums(beta_R, dense_CxD, codes, y_C, n_C, *, sizes, family, hessian):
-    """(log likelihood, gradient [R], Hessian [R, R] or None) of these rows, in level space.
+    """(log likelihood, gradient [R], Hessian [R, R]) of these rows, in level space; only
+    (log likelihood,) when hessian is False.
 
     binomial: y successes of n trials. normal: y outcome, n a row weight (1, or 0 padding),
     log likelihood -sum n (y - eta)^2 / 2 (unit variance; the caller scales).
@@ -50,10 +51,10 @@ def _level_sums(beta_R, dense_CxD, codes, y_C, n_C, *, sizes, family, hessian):
     else:
         r_C, w_C = n_C * (y_C - eta_C), n_C
         ll = -0.5 * jnp.sum(r_C * (y_C - eta_C))
+    if not hessian:                # a line-search probe needs the value alone
+        return (ll,)
     grad = jnp.concatenate([dense_CxD.T @ r_C]
                            + [jax.ops.segment_sum(r_C, c, L) for c, L in zip(codes, sizes)])
-    if not hessian:
-        return ll, grad
     R = int(starts[-1])
     wD_CxD = dense_CxD * w_C[:, None]
     H = jnp.zeros((R, R), dense_CxD.dtype).at[:D, :D].set(dense_CxD.T @ wD_CxD)
@@ -78,7 +79,7 @@ def _compiled(mesh, sizes: tuple[int, ...], family: str, hessian: bool):
         return jax.tree.map(lambda v: jax.lax.psum(v, DATA_AXIS), out)
 
     codes_spec = tuple(rows for _ in sizes)
-    out_specs = (rep, rep, rep) if hessian else (rep, rep)
+    out_specs = (rep, rep, rep) if hessian else (rep,)
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(rep, rows, codes_spec, rows, rows),
                                  out_specs=out_specs))
 
@@ -131,7 +132,8 @@ class ShardedRows:
                 self._put(take(self.y_N, np.float64)), self._put(take(self.n_N, np.float64)))
 
     def sums(self, theta_P: np.ndarray, hessian: bool = True):
-        """(log likelihood, gradient [P], Hessian [P, P] or None) over all rows at theta."""
+        """(log likelihood, gradient [P], Hessian [P, P]) over all rows at theta; with
+        hessian=False the log likelihood alone (then None, None)."""
         with jax.enable_x64(True):
             fn = _compiled(self.mesh, self.sizes, self.family, hessian)
             beta = jax.device_put(np.asarray(self.T_RxP @ theta_P, np.float64), self._replicated)
@@ -139,6 +141,8 @@ class ShardedRows:
             for k in range(self.n_steps):     # dispatch is async: the next slice overlaps
                 out = fn(beta, *self._chunk(k))
                 acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
-            ll, g_R, *H = (np.asarray(v, np.float64) for v in acc)
+            ll, *gH = (np.asarray(v, np.float64) for v in acc)
+        if not hessian:
+            return float(ll), None, None
         T = self.T_RxP
-        return float(ll), T.T @ g_R, (T.T @ H[0] @ T) if H else None
+        return float(ll), T.T @ gH[0], T.T @ gH[1] @ T
