@@ -166,7 +166,7 @@ def world_arrays(world, cfg: BenchConfig, n_rows: int, cache: pathlib.Path | Non
         have = json.loads((cache / "meta.json").read_text())
         if have.pop("rows") >= n_rows and have == meta:
             load = lambda k: np.load(cache / f"{k}.npy", mmap_mode="r")[:n_rows]  # noqa: E731
-            out = {k: load(k).astype(np.float64 if k == "phi" else load(k).dtype) for k in COLUMNS}
+            out = {k: np.array(load(k), np.float64 if k == "phi" else None) for k in COLUMNS}
             return {**out, "levels": levels}        # copies in memory, phi as float64
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
