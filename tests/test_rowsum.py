@@ -78,6 +78,44 @@ def test_four_devices_give_the_one_device_fit():
     np.testing.assert_allclose(four["theta"], mem.theta_map, rtol=0, atol=1e-6)
 
 
+_HOST = """
+import json, sys, jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU collectives across processes
+from dlm.train.sharding import maybe_initialize_distributed
+assert maybe_initialize_distributed()
+from dlm.causal.fit import EstimatorConfig, fit
+from tests.test_estimator import simulate
+d = simulate(n=%d, T=8, F=2, seed=6)
+f = fit(d["s"], d["trials"], d["h"], d["conf"], EstimatorConfig(row_chunk=%d))
+json.dump({"procs": jax.process_count(), "devices": jax.device_count(),
+           "theta": f.theta_map.tolist()}, sys.stdout)
+"""
+
+
+@pytest.mark.slow   # two processes start JAX and meet through jax.distributed
+def test_two_processes_give_the_one_process_fit():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", _HOST % (N, CHUNK // 4)], cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+             "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+             "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+             "JAX_PROCESS_ID": str(k)}) for k in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert all(g["procs"] == 2 and g["devices"] == 4 for g in got)
+    d = simulate(n=N, T=8, F=2, seed=6)
+    mem = _fit(d, "binomial", rows="memory")
+    for g in got:
+        np.testing.assert_allclose(g["theta"], mem.theta_map, rtol=0, atol=1e-6)
+
+
 def test_bad_rows_options_are_errors():
     with pytest.raises(ValueError, match="rows must be one of"):
         EstimatorConfig(rows="gpu")
