@@ -150,6 +150,17 @@ def summary(results: pd.DataFrame, bench: dict, cfg: BenchConfig) -> str:
 COLUMNS = ("phi", "s", "n", "story", "weekday", "week", "log_audience")
 
 
+def _cache_meta(cfg: BenchConfig) -> dict:
+    return {k: getattr(cfg, k) for k in ("seed", "chunk", "n_stories", "entanglement", "p_marker")}
+
+
+def _cache_covers(cache: pathlib.Path, cfg: BenchConfig, n_rows: int) -> bool:
+    if not (cache / "meta.json").exists():
+        return False
+    have = json.loads((cache / "meta.json").read_text())
+    return have.pop("rows") >= n_rows and have == _cache_meta(cfg)
+
+
 def world_arrays(world, cfg: BenchConfig, n_rows: int, cache: pathlib.Path | None = None) -> dict:
     """The rows of world_frame (same keys) as arrays: phi [N, F], counts, confounder codes.
 
@@ -159,12 +170,10 @@ def world_arrays(world, cfg: BenchConfig, n_rows: int, cache: pathlib.Path | Non
     """
     import jax
 
-    meta = {k: getattr(cfg, k) for k in ("seed", "chunk", "n_stories", "entanglement", "p_marker")}
+    meta = _cache_meta(cfg)
     levels = {"weekday": tuple(world.truth()["weekday_levels"]),
               "week": tuple(world.corpus.week_labels)}
-    if cache is not None and (cache / "meta.json").exists():
-        have = json.loads((cache / "meta.json").read_text())
-        if have.pop("rows") >= n_rows and have == meta:
+    if cache is not None and _cache_covers(cache, cfg, n_rows):
             load = lambda k: np.load(cache / f"{k}.npy", mmap_mode="r")[:n_rows]  # noqa: E731
             out = {k: np.array(load(k), np.float64 if k == "phi" else None) for k in COLUMNS}
             return {**out, "levels": levels}        # copies in memory, phi as float64
@@ -271,9 +280,11 @@ def scaling(args, cfg: BenchConfig) -> int:
         print(json.dumps(row))
         return 0
     cache = pathlib.Path(cfg.cache) if cfg.cache else args.out / "sample"
-    t0 = time.perf_counter()
-    world_arrays(build_world(cfg), cfg, max(sizes), cache)   # sampled once; each size a prefix
-    print(f"sampled {max(sizes):,} rows into {cache} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if not _cache_covers(cache, cfg, max(sizes)):            # sampled once; each size a prefix
+        t0 = time.perf_counter()
+        world_arrays(build_world(cfg), cfg, max(sizes), cache)
+        print(f"sampled {max(sizes):,} rows into {cache} in {time.perf_counter() - t0:.0f} s",
+              flush=True)
     rows, keep = [], [o for o in args.overrides
                       if not o.startswith(("sizes=", "reference_rows=", "cache="))]
     for i, n in enumerate(sizes):
