@@ -1,8 +1,11 @@
 """MAP of the estimator's GLM by Newton's method, and its covariance (Laplace/sandwich/dispersion).
 
-Float64 numpy throughout: the per-row work is a handful of O(N) passes (StructuredX), the
-linear algebra is P x P with P ~ 1 + F + levels, so there is nothing for a compiler to win
-and no x64 switch to flip; every fold of a cross-fit (all different N) costs no recompile.
+Float64 throughout: the per-row work is one O(N) pass per Newton step (the log likelihood,
+gradient and Hessian are row sums), the linear algebra is P x P with P ~ 1 + F + levels.
+The row sums run in numpy over all rows at once (StructuredX), or, given `rows`
+(rowsum.ShardedRows), in fixed-size chunks of one compiled kernel over every device and
+process; both give the same mode. Covariances stay in numpy (StructuredX works in row
+blocks, so their temporaries do not grow with N).
 """
 from __future__ import annotations
 
