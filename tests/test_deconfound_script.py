@@ -199,6 +199,22 @@ def test_bench_tiny_recovers_weekday_effects(tmp_path):
     assert bench["rows"] == 6000 and (tmp_path / "deconfound" / "report.md").is_file()
 
 
+@pytest.mark.slow
+def test_bench_estimator_mode_tables_each_size(tmp_path):
+    """mode=estimator: one fresh process per size over nested rows of one sample."""
+    from scripts import bench_deconfound
+
+    assert bench_deconfound.main(["--preset", "tiny", "--set", "mode=estimator",
+                                  "--set", "sizes=3000,6000", "--set", "reference_rows=2000",
+                                  "--set", "row_chunk=1024", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "scaling.csv")
+    assert list(table.rows) == [3000, 6000] and (table.map_rows == "sharded").all()
+    assert table.weekday_max_abs_err.iloc[-1] < 0.1
+    assert (table.peak_rss_gb >= table.inputs_rss_gb).all()
+    assert table.reference_rows.iloc[0] == 2000 and np.isnan(table.reference_rows.iloc[1])
+    assert json.loads((tmp_path / "sample" / "meta.json").read_text())["rows"] == 6000
+
+
 def test_train_reward_flag(tmp_path, capsys):
     synthetic_frame(600, seed=3).to_csv(tmp_path / "log.csv", index=False)
     base = ["--data", str(tmp_path / "log.csv"), *ARGS]

@@ -57,8 +57,11 @@ def test_effects_matrix_is_centred():
     assert eff[-1] == theta[0]
 
 
+@pytest.mark.parametrize("row_block", [None, 7])    # 7: rows in 9 passes, the last short
 @pytest.mark.parametrize("time_basis", ["rw", "spline"])
-def test_structured_products_equal_dense_algebra(time_basis):
+def test_structured_products_equal_dense_algebra(time_basis, row_block, monkeypatch):
+    if row_block:
+        monkeypatch.setattr(StructuredX, "ROW_BLOCK", row_block)
     conf = _confounders(n=60, T=12)
     d = build_design(conf, time_basis=time_basis, spline_df=5)
     rng = np.random.default_rng(2)

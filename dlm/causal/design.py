@@ -18,6 +18,7 @@ over levels; the intercept absorbs the mean), which identifies them despite wide
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -51,7 +52,11 @@ class StructuredX:
         starts = np.cumsum([self.n_dense] + sizes)
         self.slices = [slice(int(s - k), int(s)) for s, k in zip(starts[1:], sizes)]
         self.n_params = int(starts[-1])
-        self._onehots = [_onehot_NxL(c, L) for c, L, _ in self.blocks]
+
+    @functools.cached_property
+    def _onehots(self) -> list[sp.csr_matrix]:
+        # built on first use: a sharded MAP never needs these N-sized sparse copies
+        return [_onehot_NxL(c, L) for c, L, _ in self.blocks]
 
     def with_dense_prefix(self, prefix_NxE: np.ndarray) -> "StructuredX":
         """Prepend dense columns (intercept, text): their parameters come first."""
@@ -73,8 +78,19 @@ class StructuredX:
             parts.append(seg if basis is None else basis.T @ seg)
         return np.concatenate(parts)
 
+    ROW_BLOCK = 262144   # rows per pass of gram/row_variance/cluster_meat: their N x D
+                         # temporaries stay this size however many rows there are
+
+    def _row_blocks(self):
+        """(lo, hi, the rows lo:hi as a StructuredX of views) covering all rows."""
+        for lo in range(0, max(self.n_rows, 1), self.ROW_BLOCK):
+            hi = min(lo + self.ROW_BLOCK, self.n_rows)
+            yield lo, hi, StructuredX(self.dense_NxD[lo:hi], [(c[lo:hi], L, b) for c, L, b in self.blocks])
+
     def gram(self, w_N: np.ndarray) -> np.ndarray:
         """X^T diag(w) X -> [P, P], assembled block by block from segment sums."""
+        if self.n_rows > self.ROW_BLOCK:
+            return sum(part.gram(w_N[lo:hi]) for lo, hi, part in self._row_blocks())
         D, G = self.n_dense, np.empty((self.n_params, self.n_params))
         wD_NxD = self.dense_NxD * w_N[:, None]
         G[:D, :D] = self.dense_NxD.T @ wD_NxD
@@ -94,13 +110,18 @@ class StructuredX:
         """sum over clusters of s_g s_g^T, s_g = sum_{i in g} x_i r_i; also the cluster count."""
         _, g_codes = np.unique(groups, return_inverse=True)
         n_groups = int(g_codes.max()) + 1
+        s_GxP = sum(part._cluster_scores(r_N[lo:hi], g_codes[lo:hi], n_groups)
+                    for lo, hi, part in self._row_blocks()).tocsr()
+        return np.asarray((s_GxP.T @ s_GxP).todense()), n_groups
+
+    def _cluster_scores(self, r_N: np.ndarray, g_codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
+        """s_g = sum over these rows of cluster g of x_i r_i -> sparse [G, P]."""
         og_GxN = _onehot_NxL(g_codes, n_groups).T.tocsr()
         parts = [sp.csr_matrix(og_GxN @ (self.dense_NxD * r_N[:, None]))]
         for (_, _, basis), oh in zip(self.blocks, self._onehots):
             s_GxL = og_GxN @ (sp.diags(r_N) @ oh)
             parts.append(s_GxL if basis is None else sp.csr_matrix(s_GxL @ basis))
-        s_GxP = sp.hstack(parts).tocsr()
-        return np.asarray((s_GxP.T @ s_GxP).todense()), n_groups
+        return sp.hstack(parts).tocsr()
 
     def lift(self) -> np.ndarray:
         """T [R, P] mapping parameters to (dense coefficients, per-level values of each block)."""
@@ -112,6 +133,14 @@ class StructuredX:
         """diag(X cov X^T) -> [N], O(N (D^2 + blocks^2)) by gathers in level space."""
         T = self.lift()
         C = T @ cov_PxP @ T.T                       # covariance of (dense coefs, level values)
+        if self.n_rows <= self.ROW_BLOCK:
+            return self._row_variance_levels(C)
+        out = np.empty(self.n_rows)
+        for lo, hi, part in self._row_blocks():
+            out[lo:hi] = part._row_variance_levels(C)
+        return out
+
+    def _row_variance_levels(self, C: np.ndarray) -> np.ndarray:
         D, dense = self.n_dense, self.dense_NxD
         out = np.sum((dense @ C[:D, :D]) * dense, axis=1)
         starts = np.cumsum([D] + [L for _, L, _ in self.blocks])

@@ -26,6 +26,7 @@ import dataclasses
 import time
 from typing import Mapping
 
+import jax
 import numpy as np
 import pandas as pd
 import scipy.stats
@@ -33,9 +34,11 @@ import scipy.stats
 from dlm.causal import estimator_model as em
 from dlm.causal.design import ConfounderDesign, StructuredX, build_design
 from dlm.causal.newton import COVARIANCES, MapResult, covariance, newton_binomial, newton_normal
+from dlm.causal.rowsum import ShardedRows
 from dlm.data.log import Confounder, LogValidationError
 
 METHODS = ("map", "svi", "nuts")
+ROWS = ("auto", "memory", "sharded")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +59,20 @@ class EstimatorConfig:
     nuts_samples: int = 500
     covariance: str = "sandwich"     # laplace | sandwich | dispersion (method="map")
     tol: float = 1e-8                # Newton decrement at which the MAP counts as converged
+    rows: str = "auto"               # MAP row sums: memory (numpy, all rows at once) | sharded
+                                     # (rowsum.py: chunks over all devices and processes) |
+                                     # auto (sharded above row_chunk rows or on >1 device)
+    row_chunk: int = 131072          # sharded: rows per device per step
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {self.covariance!r}")
+        if self.rows not in ROWS:
+            raise ValueError(f"rows must be one of {ROWS}, got {self.rows!r}")
+        if self.row_chunk < 1:
+            raise ValueError(f"row_chunk must be at least 1, got {self.row_chunk}")
         if not 0.0 < self.interval < 1.0:
             raise ValueError(f"interval must be in (0, 1), got {self.interval}")
         if self.folds < 2:
@@ -179,6 +190,18 @@ def _text_array(text_NxF, n: int, n_text: int | None, source: str) -> np.ndarray
     return text
 
 
+def _design_matrix(x_g: StructuredX, text: np.ndarray, t_mean, t_sd) -> StructuredX:
+    """[1 | standardised text | g's numeric columns] + g's blocks, the dense part built in
+    one allocation (at 10M rows every N x F copy is most of a gigabyte)."""
+    n, F = text.shape
+    dense = np.empty((n, 1 + F + x_g.n_dense))
+    dense[:, 0] = 1.0
+    np.subtract(text, t_mean, out=dense[:, 1:1 + F])
+    dense[:, 1:1 + F] /= t_sd
+    dense[:, 1 + F:] = x_g.dense_NxD
+    return StructuredX(dense, x_g.blocks)
+
+
 def _outcome_arrays(successes, trials, outcome, n: int, source: str) -> dict[str, np.ndarray]:
     """Validated outcome columns: {successes, trials} or {outcome}."""
     if (outcome is None) == (successes is None or trials is None):
@@ -224,27 +247,33 @@ def fit(successes=None, trials=None, text_NxF=None, confounders: Mapping[str, Co
     t_mean = text.mean(axis=0) if n else np.zeros(text.shape[1])
     t_sd = text.std(axis=0) if n else np.ones(text.shape[1])
     t_sd = np.where(t_sd > 0, t_sd, 1.0)                 # a constant column: prior only
-    text_std = (text - t_mean) / t_sd
-    X = x_g.with_dense_prefix(np.hstack([np.ones((n, 1)), text_std]))
+    X = _design_matrix(x_g, text, t_mean, t_sd)
     family = "binomial" if outcome is None else "normal"
     spec = em.ModelSpec(design, text.shape[1], family, cfg.text_scale, cfg.confounder_scale,
                         cfg.rw_scale)
     Q = spec.prior_precision()
     y_loc, y_scale = 0.0, 1.0
     start = time.perf_counter()
+    sharded = cfg.rows == "sharded" or (cfg.rows == "auto" and (
+        n > cfg.row_chunk or jax.device_count() > 1))
     if family == "binomial":
-        res = newton_binomial(X, y["successes"], y["trials"], Q, tol=cfg.tol)
+        rows = ShardedRows(X, y["successes"], y["trials"], family=family,
+                           chunk=cfg.row_chunk) if sharded else None
+        res = newton_binomial(X, y["successes"], y["trials"], Q, tol=cfg.tol, rows=rows)
     else:
         y_loc, y_scale = float(np.mean(y["outcome"])), float(np.std(y["outcome"])) or 1.0
         y = {"outcome": (y["outcome"] - y_loc) / y_scale}
-        res = newton_normal(X, y["outcome"], Q, tol=cfg.tol)
+        rows = ShardedRows(X, y["outcome"], np.ones(n), family=family,
+                           chunk=cfg.row_chunk) if sharded else None
+        res = newton_normal(X, y["outcome"], Q, tol=cfg.tol, rows=rows)
     cov = covariance(X, res, Q, cfg.covariance, None if groups is None else np.asarray(groups))
     info = {"iterations": res.iterations, "converged": res.converged, "n_rows": n,
             "n_params": spec.n_params, "map_seconds": time.perf_counter() - start,
+            "map_rows": "sharded" if sharded else "memory",
             "dispersion": res.pearson / max(res.n_obs - spec.n_params, 1)}
     draws = None
     if cfg.method != "map":
-        draws, extra = _sample(spec, cfg, x_g, text_std, y, res)
+        draws, extra = _sample(spec, cfg, x_g, X.dense_NxD[:, 1:1 + text.shape[1]], y, res)
         info.update(extra)
     theta = res.theta if draws is None else draws.mean(axis=0)
     sigma = None if res.sigma is None else res.sigma * y_scale
