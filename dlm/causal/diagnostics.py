@@ -299,7 +299,7 @@ def convergence(fit: Fit, gradient: np.ndarray | None = None,
 # ---- all together ---------------------------------------------------------------------------
 def _collinear_warnings(col: pd.DataFrame, what: str, cap: int) -> list[str]:
     out = []
-    flagged = col[col.flagged]
+    flagged = col[col.flagged.astype(bool)]
     for r in flagged.head(cap).itertuples(index=False):
         if r.level == "(numeric)":
             out.append(f"{what} {r.feature!r} is collinear with numeric confounder "
@@ -318,7 +318,8 @@ def _warnings(col: pd.DataFrame, phrases: pd.DataFrame, ovl: pd.DataFrame, conv:
               cfg: DiagnosticsConfig) -> list[str]:
     out = _collinear_warnings(col, "text feature", cfg.max_warnings)
     out += _collinear_warnings(phrases, "phrase", cfg.max_warnings)
-    for name, g in ovl[ovl.flagged].groupby("confounder", sort=False):
+    # astype(bool): an empty object column would select columns, not rows (text "none")
+    for name, g in ovl[ovl.flagged.astype(bool)].groupby("confounder", sort=False):
         worst = g.loc[g.max_abs_smd.idxmax()]
         out.append(f"poor overlap of content across {name}: {len(g)} level(s) with |SMD| >= "
                    f"{cfg.smd_threshold} (worst {worst.level}: {worst.max_abs_smd:.2f} on text "
