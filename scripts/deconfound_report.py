@@ -156,7 +156,7 @@ def _log_checks_lines(diag, dcfg: DiagnosticsConfig) -> list[str]:
     return lines
 
 
-def srm_figure(srm, threshold: float, time: str | None):
+def srm_figure(srm, threshold: float, time: str | None, alpha: float):
     """Share of groups with a sample ratio mismatch per period; flagged periods in red."""
     plt = rep._plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.06 * len(srm)), 3.0))
@@ -167,7 +167,7 @@ def srm_figure(srm, threshold: float, time: str | None):
     step = max(1, len(srm) // 12)
     ax.set_xticks(x[::step], list(srm.period)[::step], rotation=45, fontsize=7)
     ax.set_xlabel(time or "period")
-    ax.set_ylabel("share of groups, p < alpha")
+    ax.set_ylabel(f"share of groups, p < {alpha:g}")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
@@ -242,7 +242,7 @@ def build_figures(result: api.Result, diag, series: dict, dcfg: DiagnosticsConfi
     if len(diag.overlap):
         figs["overlap.png"] = rep.overlap_figure(diag.overlap, dcfg.smd_threshold)
     if len(diag.srm):
-        figs["srm.png"] = srm_figure(diag.srm, dcfg.srm_share, diag.srm_time)
+        figs["srm.png"] = srm_figure(diag.srm, dcfg.srm_share, diag.srm_time, dcfg.srm_alpha)
     if diag.convergence.get("losses") is not None:
         figs["svi_loss.png"] = rep.loss_figure(diag.convergence["losses"])
     return figs

@@ -185,6 +185,10 @@ def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
     report = (tmp_path / "up" / "report.md").read_text()
     assert "![effect of test_week](effect_test_week.png)" in report
     assert "observed rate (logit of summed successes / trials) per level: +0.9" in report
+    # the sample-ratio-mismatch check flags exactly the likely non-randomised window
+    srm = pd.read_csv(tmp_path / "up" / "srm.csv", dtype={"period": str})
+    inside = srm.period.between("201325", "201401")
+    assert inside.sum() == 29 and srm.flagged[inside].all() and not srm.flagged[~inside].any()
 
 
 @pytest.mark.slow
