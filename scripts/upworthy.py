@@ -273,7 +273,8 @@ def loss_vs_data(results: pd.DataFrame) -> pd.DataFrame:
                  "n_pairs"]].reset_index(drop=True)
 
 
-def loss_vs_data_lines(results: pd.DataFrame, contrasts: pd.DataFrame, reps) -> list[str]:
+def loss_vs_data_lines(results: pd.DataFrame, contrasts: pd.DataFrame, reps,
+                       randomised: bool = True) -> list[str]:
     fmt = lambda a, lo, hi, sign="": f"{a:{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}]"  # noqa: E731
     t = loss_vs_data(results)
     t["cell"] = [fmt(r.auc, r.auc_lo, r.auc_hi) for r in t.itertuples()]
@@ -287,7 +288,8 @@ def loss_vs_data_lines(results: pd.DataFrame, contrasts: pd.DataFrame, reps) -> 
     cw = cw.reindex([x[2] for x in CONTRASTS]).reset_index()
     cw.insert(1, "methods", [f"{a} - {b}" for a, b, _ in CONTRASTS])
     return ["\n## Loss vs data source\n",
-            "The same held-out significant pairs of randomised tests, the same representation; "
+            f"The same held-out significant pairs{' of randomised tests' if randomised else ''}, "
+            "the same representation; "
             "only the training data and the loss change. ROC-AUC [95% CI]:\n",
             outputs.markdown_table(wide),
             "\nPaired AUC differences (same bootstrap resamples over tests) [95% CI]:\n",
@@ -329,12 +331,13 @@ def summary_text(results: pd.DataFrame, d: dict, cfg: UpworthyConfig, timings: d
         "# Upworthy: observational vs experimental vs deconfounded reward models\n",
         f"ROC-AUC on {len(ev):,} within-test pairs of different headlines whose CTRs differ at "
         f"p < {cfg.alpha} (two-proportion z-test), from {len(np.unique(ev.group)):,} "
-        f"{'' if cfg.include_nonrandomised else 'randomised '}tests of {eval_source}; [95% CI]: percentile bootstrap over tests ({cfg.n_boot} resamples).\n",
+        f"{'' if cfg.include_nonrandomised else 'randomised '}tests of {eval_source}; "
+        f"[95% CI]: percentile bootstrap over tests ({cfg.n_boot} resamples).\n",
         outputs.markdown_table(wide.reset_index()),
         "\nDifference from naive (same bootstrap resamples, paired):\n",
         outputs.markdown_table(diff.reset_index()),
-        *([] if contrasts is None else loss_vs_data_lines(results, contrasts,
-                                                            cfg.representations)),
+        *([] if contrasts is None else loss_vs_data_lines(
+            results, contrasts, cfg.representations, not cfg.include_nonrandomised)),
         "",
         "## Data\n",
         f"- {d['log'].source}: {len(d['log']):,} arms in {counts.sum():,} tests; split by story "

@@ -24,7 +24,8 @@ def grouped_log(broken_period=None, n_periods=12, n_groups=20, n_arms=3, trials=
             n += list(rng.multinomial(trials, p))
             group += [t * n_groups + g] * n_arms
             period += [t] * n_arms
-    time = Confounder("time", np.asarray(period), tuple(f"2013{w:02d}" for w in range(20, 20 + n_periods)))
+    labels = tuple(f"2013{w:02d}" for w in range(20, 20 + n_periods))
+    time = Confounder("time", np.asarray(period), labels)
     return np.asarray(group), np.asarray(n, float), {"week": time}
 
 

@@ -113,7 +113,8 @@ def srm_warning(periods: pd.DataFrame, time: str | None, cfg) -> list[str]:
         return [f"sample ratio mismatch in every period: {counts}. If the groups are A/B tests "
                 "meant to split trials evenly, randomisation is broken throughout; if not, "
                 "ignore this (see srm.csv)"]
-    where = f"in {len(flagged)} of {len(periods)} {time} periods ({', '.join(flagged_runs(periods))})"
+    runs = ", ".join(flagged_runs(periods))
+    where = f"in {len(flagged)} of {len(periods)} {time} periods ({runs})"
     return [f"sample ratio mismatch {where}: {counts}. Randomisation looks broken there: "
             "within-group comparisons in those periods are not experiments (see srm.csv)"]
 
@@ -163,5 +164,6 @@ def determined_warnings(table: pd.DataFrame) -> list[str]:
                        f"{r.confounder} value ({r.n_values} values). The data cannot separate "
                        f"them; {r.confounder}'s effect and intervals come from "
                        f"{r.determined_by}'s prior (e.g. a random walk's smoothness), not the "
-                       f"data. Drop one, or use a coarser {r.determined_by} (e.g. --time-unit week)")
+                       f"data. Drop one, or use a coarser {r.determined_by} (e.g. weeks, "
+                       "not days)")
     return out
