@@ -304,12 +304,14 @@ def adjust(frame: pd.DataFrame, result: Result) -> pd.DataFrame:
 
 def diagnose(result: Result, cfg: DiagnosticsConfig = DiagnosticsConfig()) -> Diagnostics:
     """Collinearity of text features and of the texts' phrases with confounder levels,
-    overlap, convergence."""
+    overlap, convergence; confounders determined by another; with groups and counts, the
+    sample ratio mismatch per time period."""
     log = result.log
     return _diagnose(result.adjusted.fit, result.text_NxF, result.feature_names,
                      log.confounders, cfg, successes=log.successes, trials=log.trials,
                      outcome=log.outcome, phrases=phrase_matrix(
-                         log.content, cfg.min_units, log.group, cfg.phrase_min_groups))
+                         log.content, cfg.min_units, log.group, cfg.phrase_min_groups),
+                     group=log.group)
 
 
 # ---- reward model ---------------------------------------------------------------------------

@@ -19,7 +19,9 @@ subtracted from each unit's empirical logit (or real outcome). Every input is va
 first; a bad column, row or value stops the run with an error naming it, and nothing is
 written. Outputs in DIR: adjusted.csv (input rows + g_hat, g_lo, g_hi, adjusted outcome,
 fold), effects.csv (every confounder parameter: mean, sd, 90% interval), collinearity.csv,
-phrases.csv and overlap.csv (diagnostics), report.md with PNG plots, config.json.
+phrases.csv and overlap.csv (diagnostics), srm.csv (grouped counts: the sample-ratio-
+mismatch check per time period), report.md with PNG plots, config.json. The diagnostics
+also warn when one confounder determines another (a weekday of a daily time confounder).
 
 --train-reward METHOD trains a reward model with dlm.rewards (the replications' trainer):
 deconfoundlm on the adjusted outcomes, or any other registered method by name, on a frozen
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs.write_csv(d / "collinearity.csv", diag.collinearity)
     outputs.write_csv(d / "phrases.csv", diag.phrases)
     outputs.write_csv(d / "overlap.csv", diag.overlap)
+    if len(diag.srm):
+        outputs.write_csv(d / "srm.csv", diag.srm)
     for name, fig in figs.items():
         outputs.save_figure(d / name, fig)
     for r in out["rewards"]:

@@ -120,11 +120,58 @@ def _diagnostics_section(diag, dcfg: DiagnosticsConfig, cfg: EstimatorConfig,
                   "![overlap](overlap.png)", ""]
     else:
         lines += ["(no text term or no comparable levels)", ""]
+    lines += _log_checks_lines(diag, dcfg)
     lines += ["### Convergence", ""]
     row = {k: v for k, v in conv.items() if k != "losses"}
     lines += [outputs.markdown_table(pd.DataFrame([row]), floatfmt=".3g"), ""]
     lines += _convergence_notes(conv, cfg, dcfg)
     return "\n".join(lines) + "\n"
+
+
+def _log_checks_lines(diag, dcfg: DiagnosticsConfig) -> list[str]:
+    """Randomisation (sample ratio mismatch per period) and determined confounders."""
+    from dlm.causal.log_checks import flagged_runs
+
+    lines = []
+    srm = diag.srm
+    if len(srm):
+        flagged = srm[srm.flagged]
+        per = f"{diag.srm_time} period" if diag.srm_time else "the whole log (no time confounder)"
+        lines += ["### Randomisation: sample ratio mismatch", "",
+                  f"Per group with 2+ arms: chi-square of its arms' trials against an equal "
+                  f"split. Per {per}: the share of groups with p < {dcfg.srm_alpha:g} (about "
+                  f"{dcfg.srm_alpha:g} under randomisation); flagged at >= {dcfg.srm_share:.0%} "
+                  f"of >= {dcfg.srm_min_groups} groups. {len(diag.srm_groups):,} groups in "
+                  f"{len(srm)} periods; flagged: {len(flagged)} period(s)"
+                  + (f" ({', '.join(flagged_runs(srm))})" if len(flagged) else "")
+                  + ". Every period in srm.csv.", ""]
+        if len(flagged):
+            lines += [outputs.markdown_table(flagged.drop(columns="flagged"), floatfmt=".3g"), ""]
+        lines += ["![sample ratio mismatch](srm.png)", ""]
+    if len(diag.determined):
+        lines += ["### Confounders determined by another", "",
+                  "Each level of `determined_by` holds a single value of `confounder`: the data "
+                  "cannot separate their effects (the warnings above say what to do).", "",
+                  outputs.markdown_table(diag.determined), ""]
+    return lines
+
+
+def srm_figure(srm, threshold: float, time: str | None, alpha: float):
+    """Share of groups with a sample ratio mismatch per period; flagged periods in red."""
+    plt = rep._plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.06 * len(srm)), 3.0))
+    x = np.arange(len(srm))
+    ax.plot(x, srm.share, lw=0.8, color="0.4")
+    ax.scatter(x, srm.share, s=10, c=np.where(srm.flagged, "tab:red", "tab:blue"), zorder=3)
+    ax.axhline(threshold, ls="--", lw=0.8, color="tab:red", label=f"flag at {threshold:.0%}")
+    step = max(1, len(srm) // 12)
+    ax.set_xticks(x[::step], list(srm.period)[::step], rotation=45, fontsize=7)
+    ax.set_xlabel(time or "period")
+    ax.set_ylabel(f"share of groups, p < {alpha:g}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _convergence_notes(conv: dict, cfg: EstimatorConfig, dcfg: DiagnosticsConfig) -> list[str]:
@@ -164,7 +211,9 @@ def build_report(args, result: api.Result, diag, series: dict, cfg: EstimatorCon
             f"seed {cfg.seed}; wall time {seconds:.1f} s", "",
             "## Warnings", ""]
     head += [f"- {w}" for w in diag.warnings] or ["- none: no collinear text feature, no poor "
-                                                   "overlap, the fit converged"]
+                                                   "overlap, no confounder determined by "
+                                                   "another, no sample ratio mismatch, the fit "
+                                                   "converged"]
     head += ["", "## Confounder effects", "",
              f"Centred effects ({scale} scale) with {cfg.interval:.0%} intervals from the full-data "
              "fit; the orange series is the observed outcome per level (for counts the pooled "
@@ -192,6 +241,8 @@ def build_figures(result: api.Result, diag, series: dict, dcfg: DiagnosticsConfi
                                                        result.adjusted.logit_adjusted, scale)
     if len(diag.overlap):
         figs["overlap.png"] = rep.overlap_figure(diag.overlap, dcfg.smd_threshold)
+    if len(diag.srm):
+        figs["srm.png"] = srm_figure(diag.srm, dcfg.srm_share, diag.srm_time, dcfg.srm_alpha)
     if diag.convergence.get("losses") is not None:
         figs["svi_loss.png"] = rep.loss_figure(diag.convergence["losses"])
     return figs

@@ -2,24 +2,31 @@
 
     python -m scripts.upworthy --data PATH [--eval-data PATH] --out DIR
                                [--preset tiny|quick|full] [--representations ngram,trunk]
-                               [--model smollm2-135m]
+                               [--model smollm2-135m] [--include-nonrandomised]
                                [--set FIELD=VALUE ...]
 
 The tests of --data are split by story (tests sharing a lede or headline stay together)
-into train / validation / test. Five reward models are trained on each text
+into train / validation / test. Six reward models are trained on each text
 representation (hashed n-gram linear model; the from-scratch byte-level reward trunk;
 optionally frozen SmolLM2 states, "smollm2-135m"):
-  experimental  Bradley-Terry on within-test headline pairs of the training tests
-  naive         one random arm per test, regress its logit CTR
-  conditioned   the same with the week as an input (a fixed reference week at use)
-  partial_out   logit CTR residualised on the week alone (cross-fitted)
-  deconfoundlm  logit CTR minus g(week) fitted jointly with a text term (cross-fitted)
+  experimental      Bradley-Terry on within-test headline pairs of the training tests
+  experimental_ctr  regress the within-test centred logit CTR of the training tests' arms
+  naive             one random arm per test, regress its logit CTR
+  conditioned       the same with the week as an input (a fixed reference week at use)
+  partial_out       logit CTR residualised on the week alone (cross-fitted)
+  deconfoundlm      logit CTR minus g(week) fitted jointly with a text term (cross-fitted)
 and scored by ROC-AUC on the held-out within-test pairs of different headlines whose CTRs
-differ at the 5% level, with 95% bootstrap CIs over tests. --eval-data evaluates on
-another file of the same format instead (no test split is then held out of --data).
-Writes results.csv (method, representation, auc, auc_lo, auc_hi, n_pairs), summary.md,
-auc.png, week_effect.png (+ week_effect.csv: raw weekly mean CTR and the estimated
-centred week effects with 90% intervals), config.json, metrics.jsonl.
+differ at the 5% level, with 95% bootstrap CIs over tests. Four of them separate the loss
+from the data source: experimental pairwise / experimental CTR regression / observational
+CTR regression / deconfounded CTR regression, with paired AUC differences.
+Tests run in the archive's likely non-randomised window (test_week 201325..201401,
+dlm.data.upworthy.NONRANDOMISED_WEEKS) are left out of every experimental use (training
+pairs and arms, evaluation pairs) unless --include-nonrandomised; the observational log
+keeps them. --eval-data evaluates on another file of the same format instead (no test
+split is then held out of --data).
+Writes results.csv (method, representation, auc, auc_lo, auc_hi, n_pairs), loss_vs_data.csv,
+contrasts.csv, summary.md, auc.png, week_effect.png (+ week_effect.csv: raw weekly mean
+CTR and the estimated centred week effects with 90% intervals), config.json, metrics.jsonl.
 """
 from __future__ import annotations
 
@@ -42,7 +49,13 @@ from dlm import cli, outputs  # noqa: E402
 from dlm.data.log import LogValidationError  # noqa: E402
 
 REPRESENTATIONS = ("ngram", "trunk", "smollm2-135m")
-PAPER = {"paper experimental 0.81": 0.81, "paper observational 0.73": 0.73}
+# the paper's Upworthy AUCs (Pythia-12B embeddings): experimental pairwise, observational CTR
+PAPER = {"paper experimental 0.808": 0.808, "paper observational 0.727": 0.727}
+LOSS_VS_DATA = ("experimental", "experimental_ctr", "naive", "deconfoundlm")
+CONTRASTS = (("experimental", "experimental_ctr", "loss: pairwise - regression (experimental data)"),
+             ("experimental_ctr", "naive", "data: experimental - observational (regression)"),
+             ("deconfoundlm", "naive", "deconfounded - observational (regression)"),
+             ("experimental_ctr", "deconfoundlm", "experimental - deconfounded (regression)"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +79,7 @@ class UpworthyConfig:
     trunk_lr: float = 2e-3
     trunk_eval_every: int = 80
     llm_batch: int = 64
+    include_nonrandomised: bool = False             # keep the window's tests as experiments
 
 
 PRESETS = {
@@ -103,37 +117,67 @@ def _overlapping_tests(eval_arms, train_log) -> np.ndarray:
     return bad
 
 
+def _window_tests(cfg: UpworthyConfig, log) -> np.ndarray:
+    """[G] bool: tests left out of experimental use (none with include_nonrandomised)."""
+    from dlm.realdata import pairs as P
+
+    if cfg.include_nonrandomised:
+        return np.zeros(int(np.max(log.group)) + 1, bool)
+    return P.nonrandomised_tests(log)
+
+
+def _left_out(arms, tests_G, alpha) -> dict:
+    """Tests, headline arms and within-test pairs (at `alpha`) of the selected tests."""
+    from dlm.realdata import pairs as P
+
+    sub = arms.take(P.rows_of_tests(arms, tests_G))
+    return {"tests": int(np.unique(sub.group).size), "arms": len(sub),
+            "pairs": len(P.within_test_pairs(sub, alpha=alpha)) if len(sub) else 0}
+
+
 def prepare(cfg: UpworthyConfig, log, eval_log=None) -> dict:
-    """Split, pairs and the observational log; errors here come before any training."""
+    """Split, pairs and the observational log; errors here come before any training.
+
+    Experimental data (training pairs and arms, evaluation pairs) come from randomised
+    tests only: the non-randomised window's tests are left out (counted in "left_out")
+    unless cfg.include_nonrandomised. The observational log keeps every test."""
     from dlm.realdata import pairs as P
 
     split = cfg.split if eval_log is None else (cfg.split[0] + cfg.split[2], cfg.split[1], 0.0)
     test_of = P.split_tests(log, split, cfg.seed)               # [G] 0 train, 1 val, 2 test
     arms = P.headline_arms(log)
+    window = _window_tests(cfg, log)
+    train_alpha = None if cfg.train_pair_alpha >= 1 else cfg.train_pair_alpha
     notes = []
     if eval_log is None:
-        eval_arms = arms.take(P.rows_of_tests(arms, test_of == 2))
+        eval_arms, eval_window = arms, window & (test_of == 2)
+        keep_eval = (test_of == 2) & ~window
     else:
         eval_arms = P.headline_arms(eval_log)
         bad = _overlapping_tests(eval_arms, log)
         if bad.any():
             notes.append(f"{int(bad.sum())} of {bad.size} evaluation tests share a test id, "
                          "headline or lede with --data and were left out")
-        eval_arms = eval_arms.take(P.rows_of_tests(eval_arms, ~bad))
+        eval_window = _window_tests(cfg, eval_log) & ~bad
+        keep_eval = ~bad & ~eval_window
+    left_out = {"train": _left_out(arms, window & (test_of < 2), train_alpha),
+                "eval": _left_out(eval_arms, eval_window, cfg.alpha),
+                "rows": int(window[np.asarray(log.group)].sum())}
+    eval_arms = eval_arms.take(P.rows_of_tests(eval_arms, keep_eval))
     eval_pairs = P.within_test_pairs(eval_arms, alpha=cfg.alpha)
     if len(eval_pairs) == 0:
         where = eval_log.source if eval_log is not None else f"the test split of {log.source}"
         raise SystemExit(f"{where}: no within-test pairs of different headlines differ at "
                          f"alpha={cfg.alpha}; nothing to evaluate on")
-    fit_rows = P.rows_of_tests(log, test_of < 2)
+    fit_rows = P.rows_of_tests(log, test_of < 2)                # observational: every test
     obs = log.take(fit_rows[P.one_arm_per_test(log.take(fit_rows), cfg.seed)])
-    fit_arms = arms.take(P.rows_of_tests(arms, test_of < 2))
-    train_pairs = P.within_test_pairs(fit_arms, alpha=None if cfg.train_pair_alpha >= 1
-                                      else cfg.train_pair_alpha)
+    fit_arms = arms.take(P.rows_of_tests(arms, (test_of < 2) & ~window))
+    arm_val = test_of[np.asarray(fit_arms.group)] == 1
+    train_pairs = P.within_test_pairs(fit_arms, alpha=train_alpha)
     return dict(log=log, test_of=test_of, obs=obs, obs_val=test_of[obs.group] == 1,
-                fit_arms=fit_arms, train_pairs=train_pairs,
-                pair_val=test_of[np.asarray(fit_arms.group)[train_pairs.win]] == 1,
-                eval_arms=eval_arms, eval_pairs=eval_pairs, notes=notes)
+                fit_arms=fit_arms, arm_val=arm_val, train_pairs=train_pairs,
+                pair_val=arm_val[train_pairs.win], eval_arms=eval_arms, eval_pairs=eval_pairs,
+                left_out=left_out, notes=notes)
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -165,7 +209,8 @@ def check_representations(reps) -> None:
 
 
 def run(cfg: UpworthyConfig, log, eval_log=None, progress: bool = False):
-    """-> (results frame with paired vs-naive columns, prepared data, adjustments, timings)."""
+    """-> (results frame with paired vs-naive columns, paired contrasts frame, prepared
+    data, adjustments, history, timings)."""
     from dlm.realdata import pairs as P
     from dlm.realdata import rewards as R
 
@@ -174,11 +219,11 @@ def run(cfg: UpworthyConfig, log, eval_log=None, progress: bool = False):
     t0 = time.perf_counter()
     adjusted = R.adjusted_outcomes(d["obs"], cfg.seed)
     timings = {"adjustment": time.perf_counter() - t0}
-    data = R.RewardData.build(d["obs"], d["obs_val"], adjusted, d["fit_arms"], d["train_pairs"],
-                              d["pair_val"])
+    data = R.RewardData.build(d["obs"], d["obs_val"], adjusted, d["fit_arms"], d["arm_val"],
+                              d["train_pairs"])
     ev, arms = d["eval_pairs"], d["eval_arms"]
     uniq, inv = np.unique(np.asarray(arms.content).astype(str), return_inverse=True)
-    history, tables = [], []
+    history, tables, contrasts = [], [], []
     for rep in cfg.representations:
         t0 = time.perf_counter()
         scorers = R.fit_rewards(data, make_backend(rep, cfg, history, progress))
@@ -188,9 +233,12 @@ def run(cfg: UpworthyConfig, log, eval_log=None, progress: bool = False):
             diffs[method] = s[ev.win] - s[ev.lose]
         table = P.auc_table(diffs, ev.group, "naive", cfg.n_boot, seed=cfg.seed)
         tables.append(table.assign(representation=rep))
+        con = P.auc_contrasts(diffs, ev.group, [c[:2] for c in CONTRASTS], cfg.n_boot,
+                              seed=cfg.seed)      # same seed: the same resamples as the table
+        contrasts.append(con.assign(contrast=[c[2] for c in CONTRASTS], representation=rep))
         timings[rep] = time.perf_counter() - t0
     results = pd.concat(tables, ignore_index=True)
-    return results, d, adjusted, history, timings
+    return results, pd.concat(contrasts, ignore_index=True), d, adjusted, history, timings
 
 
 # ---- reporting -----------------------------------------------------------------------------
@@ -212,8 +260,61 @@ def selection_lines(history: list[dict]) -> list[str]:
     return ["- validation picked " + "; ".join(lines) + "."]
 
 
+def loss_vs_data(results: pd.DataFrame) -> pd.DataFrame:
+    """The four loss x data-source rows per representation (loss_vs_data.csv)."""
+    from dlm.realdata.rewards import DATA_LOSS
+
+    rows = results[results["method"].isin(LOSS_VS_DATA)].copy()
+    rows["data"] = [DATA_LOSS[m][0] for m in rows["method"]]
+    rows["loss"] = [DATA_LOSS[m][1] for m in rows["method"]]
+    rows["order"] = [LOSS_VS_DATA.index(m) for m in rows["method"]]
+    rows = rows.sort_values(["representation", "order"], kind="stable")
+    return rows[["representation", "data", "loss", "method", "auc", "auc_lo", "auc_hi",
+                 "n_pairs"]].reset_index(drop=True)
+
+
+def loss_vs_data_lines(results: pd.DataFrame, contrasts: pd.DataFrame, reps,
+                       randomised: bool = True) -> list[str]:
+    fmt = lambda a, lo, hi, sign="": f"{a:{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}]"  # noqa: E731
+    t = loss_vs_data(results)
+    t["cell"] = [fmt(r.auc, r.auc_lo, r.auc_hi) for r in t.itertuples()]
+    wide = t.pivot_table(index=["data", "loss", "method"], columns="representation",
+                         values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=list(reps)).reset_index()
+    wide = wide.iloc[np.argsort([LOSS_VS_DATA.index(m) for m in wide["method"]])]
+    c = contrasts.assign(cell=[fmt(r.diff, r.lo, r.hi, "+") for r in contrasts.itertuples()])
+    cw = c.pivot_table(index="contrast", columns="representation", values="cell",
+                       aggfunc="first", sort=False).reindex(columns=list(reps))
+    cw = cw.reindex([x[2] for x in CONTRASTS]).reset_index()
+    cw.insert(1, "methods", [f"{a} - {b}" for a, b, _ in CONTRASTS])
+    return ["\n## Loss vs data source\n",
+            f"The same held-out significant pairs{' of randomised tests' if randomised else ''}, "
+            "the same representation; "
+            "only the training data and the loss change. ROC-AUC [95% CI]:\n",
+            outputs.markdown_table(wide),
+            "\nPaired AUC differences (same bootstrap resamples over tests) [95% CI]:\n",
+            outputs.markdown_table(cw),
+            "\nPaper (Pythia-12B embeddings): experimental pairwise 0.808, observational CTR "
+            "regression 0.727."]
+
+
+def left_out_line(d: dict, cfg: UpworthyConfig) -> str:
+    lo = d["left_out"]
+    if cfg.include_nonrandomised:
+        return ("- non-randomised window (test_week 201325..201401) kept as experimental "
+                "data (--include-nonrandomised).")
+    tr, ev = lo["train"], lo["eval"]
+    return (f"- non-randomised window (test_week 201325..201401): {tr['tests'] + ev['tests']:,} "
+            f"tests ({lo['rows']:,} rows of --data) left out of every experimental use: "
+            f"{tr['tests']:,} train/validation tests ({tr['arms']:,} headline arms, "
+            f"{tr['pairs']:,} within-test training pairs) and {ev['tests']:,} evaluation tests "
+            f"({ev['arms']:,} headline arms, {ev['pairs']:,} significant evaluation pairs); the "
+            "observational log keeps them (--include-nonrandomised keeps them everywhere).")
+
+
 def summary_text(results: pd.DataFrame, d: dict, cfg: UpworthyConfig, timings: dict,
-                 wall_s: float, eval_source: str, history: list[dict] = ()) -> str:
+                 wall_s: float, eval_source: str, history: list[dict] = (),
+                 contrasts: pd.DataFrame | None = None) -> str:
     fmt = lambda r: f"{r.auc:.3f} [{r.auc_lo:.3f}, {r.auc_hi:.3f}]"  # noqa: E731
     wide = results.assign(cell=[fmt(r) for r in results.itertuples()]).pivot(
         index="method", columns="representation", values="cell")
@@ -224,15 +325,20 @@ def summary_text(results: pd.DataFrame, d: dict, cfg: UpworthyConfig, timings: d
     diff = diff.reindex(list(wide.index))[list(cfg.representations)]
     counts = np.bincount(d["test_of"], minlength=3)
     ev = d["eval_pairs"]
+    g = np.asarray(d["fit_arms"].group)
+    n_ctr_arms = int((np.bincount(g)[g] >= 2).sum()) if g.size else 0
     lines = [
         "# Upworthy: observational vs experimental vs deconfounded reward models\n",
         f"ROC-AUC on {len(ev):,} within-test pairs of different headlines whose CTRs differ at "
-        f"p < {cfg.alpha} (two-proportion z-test), from {len(np.unique(ev.group)):,} tests of "
-        f"{eval_source}; [95% CI]: percentile bootstrap over tests ({cfg.n_boot} resamples).\n",
+        f"p < {cfg.alpha} (two-proportion z-test), from {len(np.unique(ev.group)):,} "
+        f"{'' if cfg.include_nonrandomised else 'randomised '}tests of {eval_source}; "
+        f"[95% CI]: percentile bootstrap over tests ({cfg.n_boot} resamples).\n",
         outputs.markdown_table(wide.reset_index()),
         "\nDifference from naive (same bootstrap resamples, paired):\n",
         outputs.markdown_table(diff.reset_index()),
-        f"\nReference (paper, Pythia-12B embeddings): experimental 0.81, observational 0.73.\n",
+        *([] if contrasts is None else loss_vs_data_lines(
+            results, contrasts, cfg.representations, not cfg.include_nonrandomised)),
+        "",
         "## Data\n",
         f"- {d['log'].source}: {len(d['log']):,} arms in {counts.sum():,} tests; split by story "
         f"(seed {cfg.seed}): train {counts[0]:,}, validation {counts[1]:,}, "
@@ -241,7 +347,10 @@ def summary_text(results: pd.DataFrame, d: dict, cfg: UpworthyConfig, timings: d
         f"({len(d['obs']):,} rows, {int(d['obs_val'].sum()):,} for validation).",
         f"- experimental training pairs: {len(d['train_pairs']):,} within-test pairs of different "
         f"headlines ({int(d['pair_val'].sum()):,} validation)"
-        + ("" if cfg.train_pair_alpha >= 1 else f", p < {cfg.train_pair_alpha}") + ".",
+        + ("" if cfg.train_pair_alpha >= 1 else f", p < {cfg.train_pair_alpha}") + "; "
+        f"experimental CTR regression: the {n_ctr_arms:,} headline arms of those tests "
+        "with 2+ headlines.",
+        left_out_line(d, cfg),
         *[f"- {n}." for n in d["notes"]],
         *selection_lines(list(history)),
         "\n## Time\n",
@@ -251,10 +360,14 @@ def summary_text(results: pd.DataFrame, d: dict, cfg: UpworthyConfig, timings: d
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out: pathlib.Path, results, d, adjusted, history, cfg, args, text) -> None:
+def write_outputs(out: pathlib.Path, results, contrasts, d, adjusted, history, cfg, args,
+                  text) -> None:
     from dlm.realdata import plots
 
     outputs.write_csv(out / "results.csv", results[RESULT_COLUMNS])
+    outputs.write_csv(out / "loss_vs_data.csv", loss_vs_data(results))
+    outputs.write_csv(out / "contrasts.csv", contrasts[["representation", "contrast", "a", "b",
+                                                        "diff", "lo", "hi", "n_pairs"]])
     outputs.write_text(out / "summary.md", text)
     outputs.write_json(out / "config.json", {"preset": args.preset, "data": args.data,
                                              "eval_data": args.eval_data, "config": cfg})
@@ -278,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Upworthy archive CSV(.gz)/parquet to train on (required)")
     parser.add_argument("--eval-data", type=pathlib.Path, default=None,
                         help="evaluate on this file (same format) instead of the test split")
+    parser.add_argument("--include-nonrandomised", action="store_true",
+                        help="keep the tests of the likely non-randomised window (test_week "
+                             "201325..201401) as experimental data (default: left out)")
     parser.add_argument("--representations", default=None,
                         help=f"comma list from {', '.join(REPRESENTATIONS)} "
                              "(default: the preset's)")
@@ -286,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--data PATH is required: this script compares reward models on the real "
                      "Upworthy archive (see README, Data, for where to get it)")
     cfg = cli.resolve_config(args, PRESETS)
+    if args.include_nonrandomised:
+        cfg = dataclasses.replace(cfg, include_nonrandomised=True)
     if args.representations:
         cfg = dataclasses.replace(cfg, representations=tuple(
             r.strip() for r in args.representations.split(",") if r.strip()))
@@ -297,11 +415,12 @@ def main(argv: list[str] | None = None) -> int:
         log, eval_log = load_inputs(args.data, args.eval_data)
     except LogValidationError as err:               # bad input: one clear line, no traceback
         raise SystemExit(f"error: {err}") from None
-    results, d, adjusted, history, timings = run(cfg, log, eval_log, progress=sys.stderr.isatty())
+    results, contrasts, d, adjusted, history, timings = run(cfg, log, eval_log,
+                                                            progress=sys.stderr.isatty())
     wall = time.perf_counter() - t0
     source = f"the test split of {args.data}" if eval_log is None else str(args.eval_data)
-    text = summary_text(results, d, cfg, timings, wall, source, history)
-    write_outputs(args.out, results, d, adjusted, history, cfg, args, text)
+    text = summary_text(results, d, cfg, timings, wall, source, history, contrasts)
+    write_outputs(args.out, results, contrasts, d, adjusted, history, cfg, args, text)
     print(text)
     return 0
 

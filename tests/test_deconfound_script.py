@@ -185,6 +185,10 @@ def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
     report = (tmp_path / "up" / "report.md").read_text()
     assert "![effect of test_week](effect_test_week.png)" in report
     assert "observed rate (logit of summed successes / trials) per level: +0.9" in report
+    # the sample-ratio-mismatch check flags exactly the likely non-randomised window
+    srm = pd.read_csv(tmp_path / "up" / "srm.csv", dtype={"period": str})
+    inside = srm.period.between("201325", "201401")
+    assert inside.sum() == 29 and srm.flagged[inside].all() and not srm.flagged[~inside].any()
 
 
 @pytest.mark.slow
@@ -274,3 +278,35 @@ def test_convergence_notes_per_method():
     text = "\n".join(deconfound_report._convergence_notes(
         nuts, EstimatorConfig(method="nuts", nuts_samples=100), DiagnosticsConfig()))
     assert "largest split R-hat 1.120 (2 parameter(s) above 1.05)" in text
+
+
+def test_report_flags_a_broken_period_and_a_weekday_fixed_by_the_day(tmp_path, capsys):
+    """Daily A/B tests of 3 arms splitting impressions evenly (multinomial), except on one
+    day where one arm gets half; weekday derived from the daily time confounder."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for day in range(14):
+        for g in range(6):
+            p = [0.5, 0.25, 0.25] if day == 5 else [1 / 3] * 3
+            for arm, n in enumerate(rng.multinomial(30_000, p)):
+                rows.append({"headline": f"{rng.choice(WORDS)} {arm}", "test": f"d{day}g{g}",
+                             "impressions": n, "clicks": rng.binomial(n, 0.02),
+                             "date": (pd.Timestamp("2024-03-04") + pd.Timedelta(days=day))
+                             .strftime("%Y-%m-%d")})
+    pd.DataFrame(rows).to_csv(tmp_path / "ab.csv", index=False)
+    rc = deconfound.main(["--data", str(tmp_path / "ab.csv"), "--content", "headline",
+                          "--group", "test", "--successes", "clicks", "--trials", "impressions",
+                          "--confounder", "date:time", "--time-unit", "day", "--derive",
+                          "weekday", "--text-features", "none", "--set", "folds=2",
+                          "--out", str(tmp_path / "out")])
+    assert rc == 0
+    srm = pd.read_csv(tmp_path / "out" / "srm.csv")
+    assert len(srm) == 14 and (srm.groups == 6).all()
+    assert srm.period[srm.flagged].tolist() == ["2024-03-09"]        # day 5
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "sample ratio mismatch in 1 of 14 date periods (2024-03-09)" in report
+    assert "'date_weekday' is determined by 'date'" in report
+    assert "![sample ratio mismatch](srm.png)" in report
+    assert (tmp_path / "out" / "srm.png").read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "warning: sample ratio mismatch" in out and "warning: confounder 'date_weekday'" in out

@@ -1,4 +1,6 @@
 """dlm.realdata.pairs: story splits, headline arms, within-test pairs, one arm per test, AUC."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,38 @@ def test_auc_table_pairs_methods_on_the_same_resamples():
     assert (table.n_pairs == groups.size).all()
     one = P.auc_table({"good": good}, np.zeros(groups.size), n_boot=50)   # one test: no spread
     assert one.auc_lo[0] == one.auc[0] == one.auc_hi[0]
+
+
+def test_centred_logit_ctr_by_hand():
+    log = make_log([0, 0, 1, 2], ["a", "b", "c", "d"], [10, 30, 5, 7], [100, 100, 50, 90])
+    rows, y, w = P.centred_logit_ctr(log)
+    assert rows.tolist() == [0, 1]                       # tests 1 and 2 have one arm each
+    la, lb = np.log(10.5 / 90.5), np.log(30.5 / 70.5)
+    wa, wb = 10.5 * 90.5 / 101, 30.5 * 70.5 / 101        # inverse variance of the logit
+    mean = (wa * la + wb * lb) / (wa + wb)
+    np.testing.assert_allclose(y, [la - mean, lb - mean])
+    np.testing.assert_allclose(w / w.mean(), np.array([wa, wb]) / np.mean([wa, wb]))
+
+
+def test_auc_contrasts_match_the_table_on_the_same_resamples():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(30), 4)
+    diffs = {"naive": rng.normal(0.0, 1.0, groups.size), "good": rng.normal(1.0, 1.0, groups.size)}
+    table = P.auc_table(diffs, groups, baseline="naive", n_boot=100, seed=3).set_index("method")
+    con = P.auc_contrasts(diffs, groups, [("good", "naive"), ("naive", "good")], n_boot=100,
+                          seed=3)
+    good = table.loc["good"]
+    assert con.loc[0, ["diff", "lo", "hi"]].tolist() == pytest.approx(
+        [good.vs_naive, good.vs_lo, good.vs_hi])
+    assert con.loc[1, "diff"] == pytest.approx(-good.vs_naive)
+    assert con.loc[1, "hi"] == pytest.approx(-good.vs_lo)
+    with pytest.raises(ValueError, match="no scores for"):
+        P.auc_contrasts(diffs, groups, [("good", "bogus")])
+
+
+def test_nonrandomised_tests_mark_the_window_weeks():
+    log = make_log([0, 0, 1, 1, 2], list("abcde"), [1] * 5, [10] * 5, week=[0, 0, 1, 1, 2])
+    levels = ("201324", "201325", "201402")
+    log = dataclasses.replace(log, confounders={"week": Confounder("time", log.confounders[
+        "week"].values, levels)})
+    assert P.nonrandomised_tests(log).tolist() == [False, True, False]

@@ -62,23 +62,33 @@ def tiny_run(synthetic_csv, tmp_path_factory):
     return run_main(synthetic_csv, tmp_path_factory.mktemp("run") / "out", "ngram")
 
 
-METHODS = {"experimental", "naive", "conditioned", "partial_out", "deconfoundlm"}
+METHODS = {"experimental", "experimental_ctr", "naive", "conditioned", "partial_out",
+           "deconfoundlm"}
 
 
 def test_outputs_and_known_truth_ranking(tiny_run):
     res = pd.read_csv(tiny_run / "results.csv")
     assert list(res.columns) == ["method", "representation", "auc", "auc_lo", "auc_hi", "n_pairs"]
-    assert len(res) == 5 and set(res.representation) == {"ngram"} and set(res.method) == METHODS
+    assert len(res) == 6 and set(res.representation) == {"ngram"} and set(res.method) == METHODS
     assert ((res.auc_lo <= res.auc) & (res.auc <= res.auc_hi)).all()
     assert res.n_pairs.nunique() == 1 and res.n_pairs[0] > 20
     ng = res[res.representation == "ngram"].set_index("method").auc
     # the hook is causal; every method that sees randomised pairs or removes the week
     # effect ranks every held-out pair right, the naive observational reward does not
-    for m in ("experimental", "conditioned", "partial_out", "deconfoundlm"):
+    for m in ("experimental", "experimental_ctr", "conditioned", "partial_out", "deconfoundlm"):
         assert ng[m] >= 0.95, (m, ng[m])
     assert ng["naive"] < 0.9 and ng["naive"] < ng["deconfoundlm"] - 0.1
     summary = (tiny_run / "summary.md").read_text()
-    assert "| deconfoundlm |" in summary and "0.81" in summary and "wall time" in summary
+    assert "| deconfoundlm |" in summary and "0.808" in summary and "wall time" in summary
+    # loss vs data source: four rows, and paired differences that match the AUCs
+    lvd = pd.read_csv(tiny_run / "loss_vs_data.csv")
+    assert lvd.method.tolist() == ["experimental", "experimental_ctr", "naive", "deconfoundlm"]
+    assert lvd.set_index("method").auc.to_dict() == {m: ng[m] for m in lvd.method}
+    con = pd.read_csv(tiny_run / "contrasts.csv")
+    np.testing.assert_allclose(con["diff"], [ng[a] - ng[b] for a, b in zip(con.a, con.b)])
+    assert ((con.lo <= con["diff"]) & (con["diff"] <= con.hi)).all()
+    assert con.set_index(["a", "b"]).loc[("deconfoundlm", "naive"), "lo"] > 0
+    assert "## Loss vs data source" in summary and "| experimental_ctr - naive |" in summary
     cfg = json.loads((tiny_run / "config.json").read_text())
     assert cfg["preset"] == "tiny" and cfg["config"]["representations"] == ["ngram"]
     for png in ("auc.png", "week_effect.png"):
@@ -127,7 +137,7 @@ def test_trunk_backend_learns_a_preference_from_pairs():
 @pytest.mark.slow
 def test_trunk_representation_end_to_end(synthetic_csv, tmp_path):
     res = pd.read_csv(run_main(synthetic_csv, tmp_path / "out", "trunk") / "results.csv")
-    assert len(res) == 5 and set(res.method) == METHODS
+    assert len(res) == 6 and set(res.method) == METHODS
     assert ((res.auc_lo <= res.auc) & (res.auc <= res.auc_hi)).all()
     rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == METHODS
@@ -189,6 +199,57 @@ def test_eval_data_replaces_the_test_split_and_drops_overlapping_tests(synthetic
         S.prepare(cfg, log, log)                          # the training file itself: all overlap
     with pytest.raises(SystemExit, match="unknown representations"):
         S.run(dataclasses.replace(cfg, representations=("bogus",)), log)
+
+
+def window_archive(tmp_path, n_window=20):
+    """The synthetic archive with its first n_window tests moved into the non-randomised
+    window (test_week 201330) and their within-test ranking reversed: the hook loses."""
+    frame = synthetic_upworthy(n_tests=60)
+    moved = frame.clickability_test_id.isin([f"t{i:03d}" for i in range(n_window)])
+    frame.loc[moved, "test_week"] = 201330
+    hook = frame.headline.str.contains(HOOK)
+    frame.loc[moved & hook, "clicks"] = frame.loc[moved & hook, "clicks"] // 2
+    return S.load_inputs(_write(frame, tmp_path / "window.csv"), None)[0]
+
+
+def test_nonrandomised_window_is_left_out_of_experimental_use(tmp_path):
+    log = window_archive(tmp_path)
+    window = P.nonrandomised_tests(log)
+    assert window.sum() == 20 and all(log.group_labels[g] < "t020" for g in np.flatnonzero(window))
+    cfg = S.PRESETS["tiny"]
+    d = S.prepare(cfg, log)
+    kept = S.prepare(dataclasses.replace(cfg, include_nonrandomised=True), log)
+    test_of = d["test_of"]
+    n_fit, n_eval = int((window & (test_of < 2)).sum()), int((window & (test_of == 2)).sum())
+    assert n_fit > 0 and n_eval > 0
+    # no experimental arm, training pair or evaluation pair from the window ...
+    for arms in (d["fit_arms"], d["eval_arms"]):
+        assert not window[np.asarray(arms.group)].any()
+    assert not window[d["eval_pairs"].group].any()
+    # ... while the observational log keeps every train/validation test
+    assert window[d["obs"].group].sum() == n_fit == window[kept["obs"].group].sum()
+    # every test: 3 headlines, 2 pairs (hook vs no hook), all significant
+    assert d["left_out"] == {"train": {"tests": n_fit, "arms": 3 * n_fit, "pairs": 2 * n_fit},
+                             "eval": {"tests": n_eval, "arms": 3 * n_eval, "pairs": 2 * n_eval},
+                             "rows": 60}
+    assert len(kept["train_pairs"]) == len(d["train_pairs"]) + 2 * n_fit
+    assert len(kept["eval_pairs"]) == len(d["eval_pairs"]) + 2 * n_eval
+    assert f"{n_fit + n_eval} tests (60 rows of --data) left out" in S.left_out_line(d, cfg)
+    assert "kept" in S.left_out_line(kept, dataclasses.replace(cfg, include_nonrandomised=True))
+
+
+def test_include_nonrandomised_flag_reaches_the_config(synthetic_csv, tmp_path, monkeypatch):
+    seen = []
+
+    def stop(cfg, *a, **k):
+        seen.append(cfg)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(S, "run", stop)
+    for flag in ([], ["--include-nonrandomised"]):
+        with pytest.raises(KeyboardInterrupt):
+            S.main(["--data", str(synthetic_csv), "--out", str(tmp_path / "o"), "--preset",
+                    "tiny", *flag])
+    assert [c.include_nonrandomised for c in seen] == [False, True]
 
 
 def _write(frame, path):

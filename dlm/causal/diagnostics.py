@@ -19,6 +19,10 @@ overlap       How far the content's distribution in one confounder level is from
 convergence   Newton: iterations, converged, the log posterior's gradient at the mode;
               SVI: the loss curve when the fit recorded one (info["svi_losses"]);
               NUTS: split R-hat and effective sample size of every parameter.
+srm           Sample ratio mismatch of a grouped binomial log, per time period
+              (dlm.causal.log_checks): where the groups' arms got unequal trials,
+              randomisation looks broken.
+determined    A confounder fixed by another's level (dlm.causal.log_checks).
 
 Arrays in, tables out (pandas); no Flax, no plotting.
 """
@@ -32,7 +36,9 @@ import pandas as pd
 import scipy.sparse as sp
 import scipy.special
 
+from dlm.causal import log_checks
 from dlm.causal.fit import Fit
+from dlm.causal.log_checks import DETERMINED_COLUMNS, SRM_GROUP_COLUMNS, SRM_PERIOD_COLUMNS
 from dlm.data.log import Confounder
 
 _CHUNK = 65_536     # rows per pass over a large text matrix (float64 copies stay small)
@@ -51,6 +57,9 @@ class DiagnosticsConfig:
     min_level_rows: int = 30         # levels with fewer rows get no SMD (too noisy)
     rhat_threshold: float = 1.05     # NUTS: flag parameters above this split R-hat
     max_warnings: int = 8            # flagged features (and phrases) spelled out as warnings
+    srm_alpha: float = 1e-3          # SRM: a group's chi-square p below this is a mismatch
+    srm_share: float = 0.25          # ... flag a period where this share of groups has one
+    srm_min_groups: int = 5          # ... among at least this many groups
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,6 +69,13 @@ class Diagnostics:
     overlap: pd.DataFrame        # confounder, level, rows, max_abs_smd, component, flagged
     convergence: dict            # method, newton_iterations, newton_converged, grad_max, ...
     warnings: tuple[str, ...]    # one plain-language line per problem found
+    srm: pd.DataFrame = dataclasses.field(      # per period: groups, groups_p_below, share, ...
+        default_factory=lambda: pd.DataFrame(columns=SRM_PERIOD_COLUMNS))
+    srm_groups: pd.DataFrame = dataclasses.field(   # per group: arms, trials, chi2, p, ...
+        default_factory=lambda: pd.DataFrame(columns=SRM_GROUP_COLUMNS))
+    srm_time: str | None = None  # the time confounder whose levels are the SRM periods
+    determined: pd.DataFrame = dataclasses.field(   # confounder, determined_by, ...
+        default_factory=lambda: pd.DataFrame(columns=DETERMINED_COLUMNS))
 
 
 # ---- collinearity -------------------------------------------------------------------------
@@ -283,7 +299,7 @@ def convergence(fit: Fit, gradient: np.ndarray | None = None,
 # ---- all together ---------------------------------------------------------------------------
 def _collinear_warnings(col: pd.DataFrame, what: str, cap: int) -> list[str]:
     out = []
-    flagged = col[col.flagged]
+    flagged = col[col.flagged.astype(bool)]
     for r in flagged.head(cap).itertuples(index=False):
         if r.level == "(numeric)":
             out.append(f"{what} {r.feature!r} is collinear with numeric confounder "
@@ -302,7 +318,8 @@ def _warnings(col: pd.DataFrame, phrases: pd.DataFrame, ovl: pd.DataFrame, conv:
               cfg: DiagnosticsConfig) -> list[str]:
     out = _collinear_warnings(col, "text feature", cfg.max_warnings)
     out += _collinear_warnings(phrases, "phrase", cfg.max_warnings)
-    for name, g in ovl[ovl.flagged].groupby("confounder", sort=False):
+    # astype(bool): an empty object column would select columns, not rows (text "none")
+    for name, g in ovl[ovl.flagged.astype(bool)].groupby("confounder", sort=False):
         worst = g.loc[g.max_abs_smd.idxmax()]
         out.append(f"poor overlap of content across {name}: {len(g)} level(s) with |SMD| >= "
                    f"{cfg.smd_threshold} (worst {worst.level}: {worst.max_abs_smd:.2f} on text "
@@ -320,13 +337,16 @@ def _warnings(col: pd.DataFrame, phrases: pd.DataFrame, ovl: pd.DataFrame, conv:
 
 def diagnose(fit: Fit, text_NxF: np.ndarray | None, names: Sequence[str] | None,
              confounders: Mapping[str, Confounder], cfg: DiagnosticsConfig = DiagnosticsConfig(),
-             *, successes=None, trials=None, outcome=None, phrases=None) -> Diagnostics:
+             *, successes=None, trials=None, outcome=None, phrases=None,
+             group=None) -> Diagnostics:
     """Collinearity, overlap and convergence of a fit on these rows (see module docstring).
 
     Give the outcome (successes and trials, or outcome) to get the gradient at the MAP.
     phrases: (indicators [N, V] sparse, names [V]) of the texts' own words and phrases,
     checked like the representation's features: a hashed or compressed representation
     can dilute a marker that the plain phrases show (only flagged phrases are kept).
+    group: [N] group codes; with trials, the sample-ratio-mismatch check runs per period of
+    the first time confounder.
     """
     if text_NxF is not None:
         names = list(names) if names is not None else [f"text[{j}]" for j in range(text_NxF.shape[1])]
@@ -341,4 +361,12 @@ def diagnose(fit: Fit, text_NxF: np.ndarray | None, names: Sequence[str] | None,
         grad = map_gradient(fit, text_NxF, confounders, successes=successes, trials=trials,
                             outcome=outcome)
     conv = convergence(fit, grad, cfg)
-    return Diagnostics(col, phr, ovl, conv, tuple(_warnings(col, phr, ovl, conv, cfg)))
+    det = log_checks.determined_confounders(confounders)
+    warns = log_checks.determined_warnings(det) + _warnings(col, phr, ovl, conv, cfg)
+    extra = {"determined": det}
+    if group is not None and trials is not None:
+        per_group, per_period, time = log_checks.sample_ratio_mismatch(group, trials,
+                                                                       confounders, cfg)
+        warns = log_checks.srm_warning(per_period, time, cfg) + warns
+        extra.update(srm=per_period, srm_groups=per_group, srm_time=time)
+    return Diagnostics(col, phr, ovl, conv, tuple(warns), **extra)

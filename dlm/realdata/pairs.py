@@ -12,12 +12,15 @@ clickability_test_id) into
     two-proportion z-test of their difference,
   - one random arm per test (the observational log the paper's observational rewards
     are trained on),
-  - ROC-AUC of rewards on the pairs with bootstrap CIs that resample whole tests.
+  - the tests of the archive's likely non-randomised window (left out of experimental use),
+  - within-test centred logit CTRs (the experimental CTR regression's targets),
+  - ROC-AUC of rewards on the pairs with bootstrap CIs that resample whole tests, and
+    paired AUC differences.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -149,6 +152,36 @@ def within_test_pairs(log: ObservationalLog, alpha: float | None = None) -> Pair
     return pairs if alpha is None else pairs.take(pairs.p < alpha)
 
 
+def nonrandomised_tests(log: ObservationalLog) -> np.ndarray:
+    """[G] bool: tests with a row in the archive's likely non-randomised window
+    (dlm.data.upworthy.nonrandomised_mask): their within-test differences are not
+    randomised comparisons, so experimental uses leave them out by default."""
+    from dlm.data.upworthy import nonrandomised_mask
+
+    group = _require_groups(log)
+    out = np.zeros(int(group.max()) + 1, bool)          # indexed like split_tests' result
+    out[group[nonrandomised_mask(log)]] = True
+    return out
+
+
+def centred_logit_ctr(arms: ObservationalLog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, target, weight) of the experimental CTR regression: every arm of a test with
+    two or more arms, its empirical logit CTR minus the test's inverse-variance weighted
+    mean. Removing the test's level (a test fixed effect) leaves only the randomised
+    within-test differences; weights are binomial_logit_weights of those rows."""
+    from dlm.train.losses import binomial_logit_weights
+
+    group = _require_groups(arms)
+    rows = np.flatnonzero(np.bincount(group)[group] >= 2)
+    if rows.size == 0:
+        return rows, np.zeros(0), np.zeros(0)
+    y = arms.logit_outcome()[rows]
+    w = binomial_logit_weights(np.asarray(arms.successes)[rows], np.asarray(arms.trials)[rows])
+    g = group[rows]
+    mean_g = np.bincount(g, weights=w * y) / np.maximum(np.bincount(g, weights=w), 1e-300)
+    return rows, y - mean_g[g], w
+
+
 def one_arm_per_test(log: ObservationalLog, seed: int = 0) -> np.ndarray:
     """Sorted row indices: one arm drawn uniformly at random (seeded) from every test."""
     group = _require_groups(log)
@@ -198,3 +231,30 @@ def auc_table(diffs: Mapping[str, np.ndarray], groups, baseline: str | None = No
     if base is not None:
         out[f"vs_{baseline}"], out["vs_lo"], out["vs_hi"] = point[M:], lo[M:], hi[M:]
     return out
+
+
+def auc_contrasts(diffs: Mapping[str, np.ndarray], groups,
+                  contrasts: Sequence[tuple[str, str]], n_boot: int = 1000,
+                  alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """AUC(a) - AUC(b) for each (a, b) of `contrasts`, with percentile bootstrap CIs over
+    the same test resamples as auc_table (same seed): a paired comparison on one set of
+    pairs. Columns: a, b, diff, lo, hi, n_pairs."""
+    missing = sorted({m for ab in contrasts for m in ab} - set(diffs))
+    if missing:
+        raise ValueError(f"auc_contrasts: no scores for {missing}; have {list(diffs)}")
+    names = list(diffs)
+    d_PxM = np.column_stack([np.asarray(diffs[k], np.float64) for k in names])
+    ia = [names.index(a) for a, _ in contrasts]
+    ib = [names.index(b) for _, b in contrasts]
+
+    def stat(d):
+        auc = np.array([pair_auc(d[:, m], 0.0 * d[:, m]) for m in range(d.shape[1])])
+        return auc[ia] - auc[ib]
+
+    if len(d_PxM) == 0:
+        raise ValueError("auc_contrasts: no pairs to evaluate")
+    point, lo, hi = bootstrap_ci(stat, d_PxM, groups=np.asarray(groups), n_boot=n_boot,
+                                 alpha=alpha, seed=seed)
+    return pd.DataFrame({"a": [a for a, _ in contrasts], "b": [b for _, b in contrasts],
+                         "diff": np.atleast_1d(point), "lo": np.atleast_1d(lo),
+                         "hi": np.atleast_1d(hi), "n_pairs": len(d_PxM)})

@@ -1,12 +1,15 @@
-"""The five reward models of the Upworthy comparison, on any text representation.
+"""The reward models of the Upworthy comparison, on any text representation.
 
-  experimental  Bradley-Terry on within-test pairs (randomised: causal comparisons)
-  naive         regress the logit CTR of one random arm per test on the text
-  conditioned   the same with the week as an extra input; a fixed reference week at use
-  partial_out   regress the logit CTR residualised on the week alone (cross-fitted)
-  deconfoundlm  regress the logit CTR minus the week effect g(week) fitted jointly with a
-                text term (NumPyro random walk over weeks, cross-fitted)
+  experimental      Bradley-Terry on within-test pairs (randomised: causal comparisons)
+  experimental_ctr  regress the within-test centred logit CTR of every arm of the
+                    randomised tests (the same data, a regression loss)
+  naive             regress the logit CTR of one random arm per test on the text
+  conditioned       the same with the week as an extra input; a fixed reference week at use
+  partial_out       regress the logit CTR residualised on the week alone (cross-fitted)
+  deconfoundlm      regress the logit CTR minus the week effect g(week) fitted jointly with
+                    a text term (NumPyro random walk over weeks, cross-fitted)
 
+DATA_LOSS names each method's data source and loss (the loss-vs-data-source table).
 The methods differ only by their training targets (RewardData); a backend turns targets
 into a scorer texts -> rewards. LinearBackend fits ridge / linear Bradley-Terry on a fixed
 featuriser (hashed n-grams, frozen LLM states); TrunkBackend trains the from-scratch
@@ -28,7 +31,14 @@ from dlm.data.log import ObservationalLog
 from dlm.data.text_features import DEFAULT_SPEC, text_representation
 from dlm.train.losses import binomial_logit_weights
 
-METHODS: tuple[str, ...] = ("experimental", "naive", "conditioned", "partial_out", "deconfoundlm")
+METHODS: tuple[str, ...] = ("experimental", "experimental_ctr", "naive", "conditioned",
+                             "partial_out", "deconfoundlm")
+_EXP, _REG = "experimental (randomised tests)", "CTR regression"
+DATA_LOSS: dict[str, tuple[str, str]] = {          # method -> (data source, loss)
+    "experimental": (_EXP, "pairwise Bradley-Terry"),
+    "experimental_ctr": (_EXP, "CTR regression, within-test centred"),
+    "naive": ("observational", _REG),
+    "deconfoundlm": ("deconfounded observational", _REG)}
 # which observational target each regression method fits ("raw": the empirical logit CTR)
 _TARGET = {"naive": "raw", "conditioned": "raw", "partial_out": "partial_out",
            "deconfoundlm": "deconfoundlm"}
@@ -46,7 +56,7 @@ def adjusted_outcomes(obs: ObservationalLog, seed: int) -> dict[str, Adjusted]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RewardData:
-    """Everything the five reward models are trained on; `*_val` marks validation rows."""
+    """Everything the reward models are trained on; `*_val` marks validation rows."""
 
     obs_text: np.ndarray                  # [N] one random arm per test
     obs_week: np.ndarray                  # [N] int week codes 0..n_weeks-1
@@ -56,21 +66,30 @@ class RewardData:
     win_text: np.ndarray                  # [P] within-test pairs: the higher-CTR headline
     lose_text: np.ndarray                 # [P]
     pair_val: np.ndarray                  # [P] bool
+    arm_text: np.ndarray                  # [A] arms of the experimental tests (2+ arms)
+    arm_target: np.ndarray                # [A] within-test centred logit CTR
+    arm_weight: np.ndarray                # [A]
+    arm_val: np.ndarray                   # [A] bool
     n_weeks: int
     ref_week: int                         # the week conditioned rewards are evaluated at
 
     @classmethod
     def build(cls, obs: ObservationalLog, obs_val, adjusted: Mapping[str, Adjusted],
-              arms: ObservationalLog, pairs, pair_val, week: str = "week") -> "RewardData":
-        """From the observational log (with its adjustments) and within-test `pairs`
-        (dlm.realdata.pairs.Pairs) of the headline-level log `arms`."""
+              arms: ObservationalLog, arms_val, pairs, week: str = "week") -> "RewardData":
+        """From the observational log (with its adjustments), the headline-level log `arms`
+        of the experimental tests ([A] bool `arms_val`: validation test) and its
+        within-test `pairs` (dlm.realdata.pairs.Pairs)."""
+        from dlm.realdata.pairs import centred_logit_ctr
+
         weeks = obs.confounders[week]
         targets = {"raw": obs.logit_outcome(),
                    **{k: np.asarray(a.logit_adjusted, np.float64) for k, a in adjusted.items()}}
+        arms_val, text = np.asarray(arms_val, bool), np.asarray(arms.content)
+        rows, arm_target, arm_weight = centred_logit_ctr(arms)
         return cls(np.asarray(obs.content), np.asarray(weeks.values, np.int64),
                    binomial_logit_weights(obs.successes, obs.trials), np.asarray(obs_val, bool),
-                   targets, np.asarray(arms.content)[pairs.win],
-                   np.asarray(arms.content)[pairs.lose], np.asarray(pair_val, bool),
+                   targets, text[pairs.win], text[pairs.lose], arms_val[pairs.win],
+                   text[rows], arm_target, arm_weight, arms_val[rows],
                    weeks.n_levels, int(np.median(weeks.values)))
 
 
@@ -83,6 +102,9 @@ def fit_rewards(data: RewardData, backend, methods: Sequence[str] = METHODS) -> 
     for m in methods:
         if m == "experimental":
             out[m] = backend.compare(m, data.win_text, data.lose_text, data.pair_val)
+        elif m == "experimental_ctr":
+            out[m] = backend.regress(m, data.arm_text, None, data.n_weeks, data.ref_week,
+                                     data.arm_target, data.arm_weight, data.arm_val)
         else:
             weeks = data.obs_week if m == "conditioned" else None
             out[m] = backend.regress(m, data.obs_text, weeks, data.n_weeks, data.ref_week,
