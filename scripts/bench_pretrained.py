@@ -114,7 +114,8 @@ def lora_train_step(model_cfg, params, cfg: BenchConfig) -> dict:
     trainable = lora.init_trainable(params, lcfg, jax.random.key(cfg.seed))
     tx = make_optimizer(OptimConfig(lr=1e-4, warmup_steps=0, total_steps=cfg.train_steps + 1,
                                     weight_decay=0.0))
-    step = make_train_step(lora.lora_loss(sft_loss_fn(Decoder(model_cfg)), params, lcfg), tx)
+    step = make_train_step(lora.lora_loss(sft_loss_fn(Decoder(model_cfg)), lcfg), tx,
+                           frozen=params)
     state = TrainState.create(trainable, tx)
     batch = {"tokens": _tokens(cfg, model_cfg.vocab_size, (cfg.batch_size, cfg.seq_len)),
              "loss_mask": jnp.ones((cfg.batch_size, cfg.seq_len), jnp.float32)}
