@@ -56,7 +56,8 @@ def test_toy_preset_end_to_end(tmp_path):
     value = results.set_index(["part", "quantity"]).value
     assert 0 < value["bench", "model_flops_utilisation"] < 1.5
     assert value["bench", "sample_tokens_per_s_kv"] > 0
-    assert value["lora", "lora_train_tokens_per_s"] > 0 and value["lora", "decode_tokens_per_s"] > 0
+    # (decode at toy size is gen(8) - gen(1) tokens, within timing noise: not checked)
+    assert value["lora", "lora_train_tokens_per_s"] > 0 and value["lora", "prefill_tokens_per_s"] > 0
     assert value["estimator", "rows"] == 6000
     for model in ("SFT", "DPO", "DeconfoundLM-DPO"):
         assert 0 <= value["monday", f"{model} happy %"] <= 100
