@@ -7,13 +7,18 @@ Prefill: one forward pass over batch x prompt_len tokens filling the KV cache. D
 new tokens/s of the KV-cache sampler, from the time of new_tokens steps minus that of a
 single one (so the prefill is not counted). LoRA: the SFT train step (next-token loss,
 AdamW on the adapters, frozen base) on batch x seq_len tokens. Timings are wall-clock
-medians after a compile run. Writes bench.json, results.csv, summary.md, config.json.
+medians after a compile run; the LoRA step also reports its compile seconds (first call
+minus a median step; also in process CPU seconds) and the process's peak RSS. `--set lora_only=true` times only the LoRA
+step, so peak RSS is that of load + LoRA compile + steps. Writes bench.json, results.csv,
+summary.md, config.json.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import pathlib
+import resource
+import statistics
 import time
 
 import jax
@@ -45,6 +50,7 @@ class BenchConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = lora.ALL_LINEAR
+    lora_only: bool = False           # time only the LoRA step (compile s, step s, peak RSS)
     seed: int = 0
 
 
@@ -94,25 +100,43 @@ def decode_tokens_per_s(model_cfg, params, cfg: BenchConfig) -> float:
     return cfg.batch_size * (cfg.new_tokens - 1) / dt if dt > 0 else float("nan")
 
 
-def lora_train_tokens_per_s(model_cfg, params, cfg: BenchConfig) -> tuple[float, int]:
-    """Tokens/s of the LoRA SFT step, and the number of trainable parameters."""
+def _rss_mb(peak: bool) -> float:
+    """Resident memory of this process in MiB: now (/proc) or the peak so far (getrusage)."""
+    if peak:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def lora_train_step(model_cfg, params, cfg: BenchConfig) -> dict:
+    """The LoRA SFT step: tokens/s, median step and compile seconds, trainable params."""
     lcfg = lora.LoraConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets)
     trainable = lora.init_trainable(params, lcfg, jax.random.key(cfg.seed))
     tx = make_optimizer(OptimConfig(lr=1e-4, warmup_steps=0, total_steps=cfg.train_steps + 1,
                                     weight_decay=0.0))
-    step = make_train_step(lora.lora_loss(sft_loss_fn(Decoder(model_cfg)), params, lcfg), tx)
+    step = make_train_step(lora.lora_loss(sft_loss_fn(Decoder(model_cfg)), lcfg), tx,
+                           frozen=params)
     state = TrainState.create(trainable, tx)
     batch = {"tokens": _tokens(cfg, model_cfg.vocab_size, (cfg.batch_size, cfg.seq_len)),
              "loss_mask": jnp.ones((cfg.batch_size, cfg.seq_len), jnp.float32)}
     key = jax.random.key(cfg.seed)
+    # wall-clock and process CPU seconds (the latter less sensitive to a shared machine)
+    t0, c0 = time.perf_counter(), time.process_time()
     state, m = step(state, batch, key)  # compile
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for _ in range(cfg.train_steps):
-        state, m = step(state, batch, key)
     jax.block_until_ready((state, m))
-    tps = cfg.batch_size * cfg.seq_len * cfg.train_steps / (time.perf_counter() - t0)
-    return tps, lora.count(trainable)
+    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+    times, cpu = [], []
+    for _ in range(cfg.train_steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        state, m = step(state, batch, key)
+        jax.block_until_ready((state, m))
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    step_s, step_cpu = statistics.median(times), statistics.median(cpu)
+    return {"lora_train_tokens_per_s": cfg.batch_size * cfg.seq_len / step_s,
+            "lora_step_seconds": step_s, "lora_compile_seconds": first - step_s,
+            "lora_step_cpu_seconds": step_cpu, "lora_compile_cpu_seconds": first_cpu - step_cpu,
+            "n_lora_params": lora.count(trainable)}
 
 
 def run(cfg: BenchConfig, out: pathlib.Path) -> dict:
@@ -121,16 +145,21 @@ def run(cfg: BenchConfig, out: pathlib.Path) -> dict:
                                                  seed=cfg.seed)
     load_s = time.perf_counter() - t0
     outputs.write_json(out / "config.json", {"bench": cfg, "model": model_cfg})
-    train_tps, n_trainable = lora_train_tokens_per_s(model_cfg, params, cfg)
+    rss_loaded = _rss_mb(peak=False)
+    train = lora_train_step(model_cfg, params, cfg)
     result = {
         "model": cfg.model if cfg.model != pretrained.SCRATCH else f"scratch/{cfg.preset}",
         "device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
         "n_devices": jax.device_count(), "dtype": cfg.dtype, "load_seconds": load_s,
-        "n_params": count_params(params), "n_lora_params": n_trainable,
-        "prefill_tokens_per_s": prefill_tokens_per_s(model_cfg, params, cfg),
-        "decode_tokens_per_s": decode_tokens_per_s(model_cfg, params, cfg),
-        "lora_train_tokens_per_s": train_tps, "config": cfg,
+        "n_params": count_params(params), **train,
+        "rss_after_load_mb": rss_loaded, "peak_rss_after_lora_mb": _rss_mb(peak=True),
+        "config": cfg,
     }
+    nan = float("nan")
+    result["prefill_tokens_per_s"] = (nan if cfg.lora_only
+                                      else prefill_tokens_per_s(model_cfg, params, cfg))
+    result["decode_tokens_per_s"] = (nan if cfg.lora_only
+                                     else decode_tokens_per_s(model_cfg, params, cfg))
     outputs.write_json(out / "bench.json", result)
     rows = [{"model": result["model"], "quantity": q, "tokens_per_s": result[f"{q}_tokens_per_s"],
              "batch": cfg.batch_size, "tokens_per_row": n}
@@ -152,6 +181,10 @@ def _summary(r: dict) -> str:
             f"{r['decode_tokens_per_s']:,.1f} |\n"
             f"| LoRA train step (batch {c.batch_size} x {c.seq_len}, rank {c.lora_rank}, "
             f"{r['n_lora_params']:,} trainable) | {r['lora_train_tokens_per_s']:,.0f} |\n\n"
+            f"LoRA step: compile {r['lora_compile_seconds']:.1f} s (CPU time "
+            f"{r['lora_compile_cpu_seconds']:.1f} s), step {r['lora_step_seconds']:.3f} s "
+            f"(CPU time {r['lora_step_cpu_seconds']:.3f} s; medians); RSS {r['rss_after_load_mb']:,.0f} MiB "
+            f"after load, peak {r['peak_rss_after_lora_mb']:,.0f} MiB after the LoRA steps.\n"
             f"Model load (cache or GGUF import): {r['load_seconds']:.1f} s.\n")
 
 

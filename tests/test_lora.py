@@ -32,9 +32,9 @@ def _base():
     return jax.jit(init_params, static_argnums=0)(CFG, jax.random.key(0))
 
 
-def _train(loss_fn, trainable, batch, steps, lr=1e-2):
+def _train(loss_fn, trainable, batch, steps, lr=1e-2, frozen=None):
     tx = optax.adam(lr)
-    step = make_train_step(loss_fn, tx)
+    step = make_train_step(loss_fn, tx, frozen=frozen)
     state = TrainState.create(trainable, tx)
     losses = []
     for s in range(steps):
@@ -104,8 +104,8 @@ def test_sft_moves_only_adapters():
 
     before = _flat(base)
     trainable = lora.init_trainable(base, cfg, jax.random.key(2))
-    trained, losses = _train(lora.lora_loss(sft_loss, base, cfg), trainable, _sft_batch(), 20,
-                              lr=3e-2)
+    trained, losses = _train(lora.lora_loss(sft_loss, cfg), trainable, _sft_batch(), 20,
+                              lr=3e-2, frozen=base)
     # a random tiny base with a frozen tied embedding (std 0.02) keeps logits small, so
     # the reachable drop from log(264) is modest; it is steady (5.58 -> 5.17 here)
     assert losses[-1] < losses[0] - 0.2 and np.mean(losses[-5:]) < np.mean(losses[:5])
@@ -134,7 +134,8 @@ def test_reward_head_on_frozen_trunk():
         return reward_regression(out["reward"], b["y"])
 
     trainable = lora.init_trainable(base, cfg, jax.random.key(4), train=("head",))
-    trained, losses = _train(lora.lora_loss(reward_loss, base, cfg), trainable, batch, 20)
+    trained, losses = _train(lora.lora_loss(reward_loss, cfg), trainable, batch, 20,
+                             frozen=base)
     assert losses[-1] < 0.6 * losses[0]
     assert not np.array_equal(trained["head"]["kernel"], base["head"]["kernel"])
     full = lora.full_params(base, trained, cfg)
@@ -160,9 +161,58 @@ def test_dpo_reference_is_the_base():
         return dpo_loss(lp_good, lp_bad, ref_good, ref_bad, beta=0.5)
 
     trainable = lora.init_trainable(base, cfg, jax.random.key(5))
-    loss_fn = lora.lora_loss(dpo, base, cfg)
+    loss_fn = lora.lora_loss(dpo, cfg)
     # at init the policy is the reference exactly: -log sigmoid(0) = log 2
-    loss0 = float(jax.jit(loss_fn)(trainable, batch, None)[0])
+    loss0 = float(jax.jit(loss_fn)(trainable, batch, None, base)[0])
     assert loss0 == pytest.approx(math.log(2), abs=1e-6)
-    _, losses = _train(loss_fn, trainable, batch, 10, lr=5e-3)
+    _, losses = _train(loss_fn, trainable, batch, 10, lr=5e-3, frozen=base)
     assert losses[-1] < losses[0] - 0.1
+
+
+def _sft_loss(params, batch, rng):
+    logits, _ = Decoder(CFG).apply({"params": params}, batch["tokens"])
+    return next_token_loss(logits, batch["tokens"], batch["loss_mask"])
+
+
+def test_base_as_jit_argument_matches_closed_over_base():
+    """The base passed as a jit argument gives the closed-over step's losses and adapters
+    (to 1e-6) and appears in the compiled program as an input, not as constants."""
+    base, cfg, tx = _base(), lora.LoraConfig(rank=4), optax.adam(1e-2)
+    loss_fn = lora.lora_loss(_sft_loss, cfg)
+    trainable = lora.init_trainable(base, cfg, jax.random.key(6))
+    batch, key = _sft_batch(), jax.random.key(7)
+    closed = make_train_step(lambda t, b, r: loss_fn(t, b, r, base), tx)
+    as_arg = make_train_step(loss_fn, tx, frozen=base)
+    # the steps donate their state: each starts from its own copy of the adapters
+    states = [TrainState.create(jax.tree.map(jnp.copy, trainable), tx) for _ in range(2)]
+    # the jaxpr's constants: the whole base when closed over, nothing of it as an argument
+    n_base = sum(x.size for x in jax.tree.leaves(base))
+    n_const = [sum(np.size(c) for c in step_jit.trace(states[i], batch, key, *frozen).jaxpr.consts)
+               for i, (step_jit, frozen) in enumerate(((closed, ()), (as_arg.fn, (as_arg.frozen,))))]
+    assert n_const[0] >= n_base and n_const[1] < 100, (n_const, n_base)
+    for s in range(3):
+        states[0], m0 = closed(states[0], batch, jax.random.fold_in(key, s))
+        states[1], m1 = as_arg(states[1], batch, jax.random.fold_in(key, s))
+        np.testing.assert_allclose(float(m1["loss"]), float(m0["loss"]), rtol=0, atol=1e-6)
+    assert float(m0["loss"]) < float(jax.jit(loss_fn)(trainable, batch, key, base)[0])  # it trains
+    assert as_arg.fn._cache_size() == 1        # one compilation for the three steps
+    for k, v in _flat(states[0].params).items():
+        np.testing.assert_allclose(_flat(states[1].params)[k], v, rtol=0, atol=1e-6, err_msg=k)
+
+
+def test_train_loop_replicates_the_frozen_base(tmp_path):
+    """train_loop places a FrozenStep's base on its mesh and runs it like a plain step."""
+    from dlm.train.loop import LoopConfig, train_loop
+    from dlm.train.sharding import make_mesh
+
+    base, cfg, tx = _base(), lora.LoraConfig(rank=2), optax.adam(1e-2)
+    step = make_train_step(lora.lora_loss(_sft_loss, cfg), tx, frozen=base)
+    mesh = make_mesh(jax.devices()[:1])
+    result = train_loop(TrainState.create(lora.init_trainable(base, cfg, jax.random.key(8)), tx),
+                        step, lambda s: _sft_batch(), 3, jax.random.key(9),
+                        LoopConfig(out_dir=tmp_path, quiet=True, log_every=1), mesh=mesh)
+    assert int(result.state.step) == 3 and len(result.history) == 3
+    assert step.fn._cache_size() == 1
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    for leaf in jax.tree.leaves(step.place(mesh).frozen):
+        assert leaf.sharding.is_fully_replicated and leaf.sharding.mesh == mesh

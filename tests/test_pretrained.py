@@ -161,7 +161,7 @@ def test_lora_sft_on_upworthy_pairs(smollm2, upworthy_path):
     tokens, mask = encode_sft(tok, prompts, heads, max_len)
     lcfg = lora.LoraConfig(rank=8, alpha=16.0, targets=("q", "v"))
     tx = optax.adam(1e-3)
-    step = make_train_step(lora.lora_loss(sft_loss_fn(Decoder(cfg)), base, lcfg), tx)
+    step = make_train_step(lora.lora_loss(sft_loss_fn(Decoder(cfg)), lcfg), tx, frozen=base)
     state = TrainState.create(lora.init_trainable(base, lcfg, jax.random.key(0)), tx)
     before = _flat(base)
     losses = []

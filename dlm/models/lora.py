@@ -7,13 +7,14 @@ A target Dense kernel W [in, out] gains a low-rank update:
 so the adapted model equals the base model until training moves B. The adapters are
 their own small pytree mirroring the paths of the kernels they adapt; `merge` adds them
 to the base kernels at apply time, so the same Decoder / RewardModel code, KV-cache
-sampler and loss functions run unchanged on the merged tree, and the base weights,
-closed over by the loss, are never differentiated nor updated.
+sampler and loss functions run unchanged on the merged tree, and the base weights, an
+argument of the loss that is not differentiated, are never updated.
 
 Training layout: the trainable tree is {"lora": adapters, **extra}, where extra are
 top-level entries trained in full (a reward "head"); `full_params(base, trainable)`
 rebuilds the model's parameters, `lora_loss` lifts a loss over full parameters to one
-over the trainable tree, ready for dlm.train.step.make_train_step. Checkpoints then hold
+over the trainable tree with the base as a 4th argument, ready for
+dlm.train.step.make_train_step(..., frozen=base). Checkpoints then hold
 only the adapters (a few MB), and a DPO reference policy is simply the base.
 """
 from __future__ import annotations
@@ -128,12 +129,13 @@ def full_params(base: Mapping, trainable: Mapping, cfg: LoraConfig) -> dict:
     return merged
 
 
-def lora_loss(loss_fn: Callable, base: Mapping, cfg: LoraConfig) -> Callable:
-    """loss_fn(params, batch, rng) over full parameters -> the same loss over the
-    trainable tree. `base` is closed over: jit passes it as a constant argument and
-    autodiff never sees it, so gradients (and optimiser state) cover only the trainable
-    tree."""
-    def trainable_loss(trainable, batch, rng):
+def lora_loss(loss_fn: Callable, cfg: LoraConfig) -> Callable:
+    """loss_fn(params, batch, rng) over full parameters -> trainable_loss(trainable, batch,
+    rng, base) over the trainable tree. The base is an argument, not a closure: jit would
+    bake a closed-over base into the program as constants (slow compile, a second copy in
+    memory); make_train_step(..., frozen=base) passes it and differentiates only the
+    trainable tree, so gradients (and optimiser state) cover only that."""
+    def trainable_loss(trainable, batch, rng, base):
         return loss_fn(full_params(base, trainable, cfg), batch, rng)
     return trainable_loss
 

@@ -91,15 +91,16 @@ def load_base(cfg) -> tuple[Any, Any, ChatPromptTokenizer]:
 
 def setup(cfg, base_loss_fn):
     """What train_sft needs for LoRA SFT: (tokenizer, model_cfg, initial trainable tree,
-    loss over the trainable tree, trainable -> merged params, description)."""
+    loss over the trainable tree, the frozen base (the loss's jit argument, see
+    lora.lora_loss), trainable -> merged params, description)."""
     model_cfg, base, tok = load_base(cfg)
     lcfg = lora_config(cfg)
     trainable = lora.init_trainable(base, lcfg, jax.random.key(cfg.seed))
-    loss_fn = lora.lora_loss(base_loss_fn(model_cfg), base, lcfg)
+    loss_fn = lora.lora_loss(base_loss_fn(model_cfg), lcfg)
     n_base = int(sum(x.size for x in jax.tree.leaves(base)))
     describe = (f"{cfg.model} ({n_base:,} frozen params; LoRA rank {cfg.lora_rank}: "
                 f"{lora.count(trainable):,} trained)")
-    return tok, model_cfg, trainable, loss_fn, lambda t: merged(base, t, lcfg), describe
+    return tok, model_cfg, trainable, loss_fn, base, lambda t: merged(base, t, lcfg), describe
 
 
 def merged(base, trainable, lcfg) -> dict:

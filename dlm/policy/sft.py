@@ -245,7 +245,8 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
     _check_resume(out, resume)
     stories, source = load_corpus(data, cfg, corpus)
     train, val = split_corpus(stories, cfg, source)
-    tok, model_cfg, params, loss_fn, policy_params, describe = _setup(cfg, train, out, resume)
+    tok, model_cfg, params, loss_fn, frozen, policy_params, describe = _setup(cfg, train, out,
+                                                                             resume)
     tr_tokens, tr_mask = encode_sft(tok, *sft_pairs(train), cfg.max_len, cfg.max_prompt_len)
     tr_weight = prompt_weighted_mask(tr_tokens, tr_mask, tok.pad_id, cfg.prompt_loss_weight)
     va_tokens, va_mask = encode_sft(tok, *sft_pairs(val), cfg.max_len, cfg.max_prompt_len)
@@ -261,12 +262,12 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
                         weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
                         min_lr_ratio=cfg.min_lr_ratio)
     tx = make_optimizer(optim)
-    eval_step = make_eval_step(loss_fn)
+    eval_step = make_eval_step(loss_fn, frozen)
     bpb_before = validation_bpb(eval_step, params, tok, va_tokens, va_mask, cfg.batch_size)
 
     t0 = time.perf_counter()
     result = train_loop(
-        TrainState.create(params, tx), make_train_step(loss_fn, tx, make_schedule(optim)),
+        TrainState.create(params, tx), make_train_step(loss_fn, tx, make_schedule(optim), frozen),
         make_batch_for_step(tr_tokens, tr_weight, cfg.batch_size, cfg.seed), cfg.steps,
         jax.random.key(cfg.seed + 1),
         LoopConfig(out_dir=out, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
@@ -299,8 +300,9 @@ def train_sft(cfg: SFTConfig, out: pathlib.Path, data: pathlib.Path | None = Non
 
 
 def _setup(cfg: SFTConfig, train: StoryCorpus, out: pathlib.Path, resume: bool):
-    """(tokenizer, model_cfg, initial trainable params, loss over them, trainable -> policy
-    params, description): a from-scratch decoder, or LoRA on a pretrained LLM."""
+    """(tokenizer, model_cfg, initial trainable params, loss over them, the frozen tree the
+    loss takes as a jit argument (None: none), trainable -> policy params, description): a
+    from-scratch decoder, or LoRA on a pretrained LLM (frozen: its base)."""
     from dlm.policy import lora_sft
     if lora_sft.is_pretrained(cfg.model):
         return lora_sft.setup(cfg, lambda model_cfg: sft_loss_fn(Decoder(model_cfg)))
@@ -315,7 +317,7 @@ def _setup(cfg: SFTConfig, train: StoryCorpus, out: pathlib.Path, resume: bool):
     model_cfg = model_config(cfg, tok.vocab_size)
     params = init_params(model_cfg, jax.random.key(cfg.seed))
     describe = f"{cfg.model} ({count_params(params):,} params)"
-    return tok, model_cfg, params, sft_loss_fn(Decoder(model_cfg)), lambda p: p, describe
+    return tok, model_cfg, params, sft_loss_fn(Decoder(model_cfg)), None, lambda p: p, describe
 
 
 # ---- the cached policy -------------------------------------------------------------------

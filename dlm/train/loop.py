@@ -85,8 +85,8 @@ def train_loop(state, step_fn: Callable, batch_for_step: Callable[[int], Any], n
     """Run `step_fn` from state.step up to n_steps updates; return the final state.
 
     step_fn(state, batch, rng) -> (state, metrics) must be the jitted step of
-    dlm.train.step. The state is replicated and each batch sharded over `mesh` (default:
-    all devices). Each step's metrics are checked (one step behind, so the device keeps
+    dlm.train.step. The state (and a FrozenStep's frozen tree) is replicated and each batch
+    sharded over `mesh` (default: all devices). Each step's metrics are checked (one step behind, so the device keeps
     working); a NaN/Inf loss raises NonFiniteLossError before the state is saved.
     """
     out = pathlib.Path(cfg.out_dir)
@@ -94,6 +94,8 @@ def train_loop(state, step_fn: Callable, batch_for_step: Callable[[int], Any], n
     main = jax.process_index() == 0
     mesh = make_mesh() if mesh is None else mesh
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep)
+    if hasattr(step_fn, "place"):        # a FrozenStep: its frozen base on this mesh too
+        step_fn = step_fn.place(mesh)
     try:
         state = replicate(state, mesh)
         state, resumed = _restore_or_init(state, ckpt, cfg, metrics_path)
