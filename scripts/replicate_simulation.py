@@ -13,9 +13,12 @@ an SFT policy. The SFT policy is trained once per p_marker (on the log of the
 `sft_entanglement` world) and its candidate pools (one per seed) are shared by every
 entanglement, so within a p_marker all worlds rank the same candidates: objective
 differences across entanglement come from the rewards alone.
-Writes results.csv (one row per seed x entanglement x p_marker x method x strength),
-summary.md (tables per metric, deconfoundlm's relative gain over odin per scenario, stage
-timings), objective.png and causal_corr.png (metric vs entanglement, one line per method,
+Baselines follow DESIGN.md section 3's protocol (dlm.eval.selection): every strength, the
+strength tuned on `tune_seeds` separate seeds, and per seed the strength with the lowest
+val_loss on `n_val` randomised A/B postings; deconfoundlm's seed-paired gain over each.
+Writes results.csv (one row per seed x entanglement x p_marker x method x strength; split
+= report | tune), summary.md (the protocol table with 95% intervals, tables per metric
+incl. best-of-n marker_rate and spurious_gap with intervals, stage timings), objective.png and causal_corr.png (metric vs entanglement, one line per method,
 mean ± se over seeds, one panel per p_marker), metrics.jsonl and config.json.
 """
 from __future__ import annotations
