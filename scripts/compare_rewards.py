@@ -47,7 +47,7 @@ from dlm.rewards import (METHODS, MethodContext, TrainerConfig,  # noqa: E402
                          fit_representation, train_reward_seeds)
 
 METRICS = ("causal_corr", "spurious_gap", "pair_acc", "objective", "normalised_objective",
-           "marker_rate", "gap_monday", "gap_friday")
+           "marker_rate", "gap_monday", "gap_friday", "val_loss")
 TABLE_METRICS = ("causal_corr", "spurious_gap", "pair_acc", "objective", "normalised_objective",
                  "marker_rate")
 
@@ -66,12 +66,18 @@ class CompareConfig:
     n_oracle: int = 0                  # A/B postings for the oracle (0: n_postings)
     seeds: int = 3
     first_seed: int = 0
+    tune_seeds: int = 0                # extra seeds (tune_first_seed..) for the strength
+    tune_first_seed: int = 100         # methods only: ground-truth tuning, never reported
+    n_val: int = 0                     # randomised A/B postings per seed for val_loss (0: none)
     # the rewards
     methods: tuple[str, ...] = ()      # empty: every registered method
     knob: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     representation: str = "ngrams"     # ngrams | trunk (the SFT policy's states) | phi
     rep_dim: int = 64
-    estimator_dims: int = 32           # deconfoundlm's text term: top principal components
+    estimator_text: str = "ngram:256"  # deconfoundlm's text term h(X): a text_features spec,
+                                       # "rep" (the reward representation) or "pca:K" (its top
+                                       # K components; "pca" alone: estimator_dims of them)
+    estimator_dims: int = 32
     folds: int = 5
     steps: int = 600
     batch_size: int = 4096
@@ -81,6 +87,8 @@ class CompareConfig:
     freeze_trunk: bool = True
     # the objective: best-of-n from an SFT policy
     policy_model: str = "tiny"
+    sft_tokenizer: str = "byte"        # or "bpe" (trained on the posted log's training split):
+    sft_bpe_vocab: int = 4096          # a marker is then a few tokens, learned in few steps
     sft_steps: int = 400
     sft_batch: int = 32
     sft_lr: float = 3e-3
@@ -106,7 +114,8 @@ PRESETS = {
 # ---- the world and the policy -----------------------------------------------------------------
 def _sft_config(cfg: CompareConfig):
     from dlm.policy.sft import SFTConfig
-    return SFTConfig(model=cfg.policy_model, steps=cfg.sft_steps, batch_size=cfg.sft_batch,
+    return SFTConfig(model=cfg.policy_model, tokenizer=cfg.sft_tokenizer,
+                     bpe_vocab=cfg.sft_bpe_vocab, steps=cfg.sft_steps, batch_size=cfg.sft_batch,
                      max_len=cfg.max_len, max_prompt_len=cfg.max_prompt_len, lr=cfg.sft_lr,
                      warmup_steps=max(1, cfg.sft_steps // 10), val_fraction=cfg.heldout_fraction,
                      n_stories=cfg.n_stories, seed=cfg.first_seed,
@@ -173,6 +182,7 @@ class Shared:
     rep: object
     sft_s: float
     representation_s: float
+    posted_marker_rate: float = float("nan")   # share of the SFT log's headlines with a marker
     pools: dict = dataclasses.field(default_factory=dict)   # seed -> Pool
 
     def check(self, cfg: CompareConfig) -> None:
@@ -194,7 +204,8 @@ class Shared:
 
 # Fields the SFT policy, the representation or the pools depend on (the corpus split too).
 POLICY_FIELDS = ("n_stories", "heldout_fraction", "max_heldout_stories", "first_seed",
-                 "representation", "rep_dim", "policy_model", "sft_steps", "sft_batch", "sft_lr",
+                 "representation", "rep_dim", "policy_model", "sft_tokenizer", "sft_bpe_vocab",
+                 "sft_steps", "sft_batch", "sft_lr",
                  "max_len", "max_prompt_len", "best_of", "n_ledes", "max_new_tokens",
                  "temperature")
 
@@ -210,13 +221,14 @@ def prepare(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool
     key = 10**6 + cfg.first_seed
     label = (f"posted log ({cfg.n_postings} postings, key {key}) of the world over {source}, "
              f"entanglement {cfg.entanglement:g}, p_marker {cfg.p_marker:g}")
-    policy = train_policy(world.sample(jax.random.key(key), cfg.n_postings).log, world, cfg,
-                          label, quiet=not progress)
+    log = world.sample(jax.random.key(key), cfg.n_postings).log
+    policy = train_policy(log, world, cfg, label, quiet=not progress)
     sft_s = time.perf_counter() - t0
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
     rep = fit_representation(cfg.representation, universe, dim=cfg.rep_dim, seed=cfg.first_seed,
                              trunk=policy)
-    return Shared(cfg, policy, rep, sft_s, time.perf_counter() - t0 - sft_s)
+    return Shared(cfg, policy, rep, sft_s, time.perf_counter() - t0 - sft_s,
+                  cm.marker_rate(log.content)["any"])
 
 
 def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = True,
@@ -236,6 +248,9 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
         info["sft_s"] = info["representation_s"] = 0.0
     world, world_held, info["data"] = build_worlds(cfg, data)
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    tune = list(range(cfg.tune_first_seed, cfg.tune_first_seed + cfg.tune_seeds))
+    if set(tune) & set(seeds):
+        raise ValueError(f"tuning seeds {tune} overlap the reported seeds {seeds}")
     rep, policy = shared.rep, shared.policy
     tcfg = TrainerConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l2=cfg.l2,
                          hidden=cfg.hidden, freeze_trunk=cfg.freeze_trunk)
@@ -244,32 +259,43 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
     c_ref = world.reference_condition()
     rows, history = [], [] if history is None else history
     info["pool_s"] = 0.0
-    bar = tqdm(total=len(seeds) + len(names), desc="seeds, then methods", disable=not progress)
+    bar = tqdm(total=len(seeds) + len(tune) + len(names), desc="seeds, then methods",
+               disable=not progress)
     ctxs, helds, bases = [], [], []
-    for seed in seeds:
+    for seed in seeds + tune:
         sample = world.sample(jax.random.key(seed), cfg.n_postings)
         t = time.perf_counter()
         pool = shared.pool(seed, ledes)
         info["pool_s"] += time.perf_counter() - t
-        helds.append(held_out(world_held, pool, world.true_effect, cfg.marker_effect, seed))
-        bases.append({"seed": seed, "entanglement": cfg.entanglement, "p_marker": cfg.p_marker})
-        rows.append({**bases[-1], "method": "sft", "strength": np.nan, **sft_row(helds[-1])})
+        # the user's validation sample: its own key, never the oracle's A/B log
+        val = (world.intervene(jax.random.fold_in(jax.random.key(seed), 0x7A1), cfg.n_val, c_ref)
+               .log if cfg.n_val else None)
+        helds.append(held_out(world_held, pool, world.true_effect, cfg.marker_effect, seed, val))
+        bases.append({"seed": seed, "entanglement": cfg.entanglement, "p_marker": cfg.p_marker,
+                      "split": "tune" if seed in tune else "report"})
+        if seed in seeds:
+            rows.append({**bases[-1], "method": "sft", "strength": np.nan,
+                         **sft_row(helds[-1])})
         ctxs.append(MethodContext(sample.log, rep, world=world, seed=seed, estimator=est,
+                                  estimator_text=cfg.estimator_text,
                                   estimator_dims=cfg.estimator_dims,
                                   n_oracle=cfg.n_oracle or None, c_ref=c_ref))
         bar.update(1)
     # one method at a time over all seeds: train_reward_seeds shares one compile among the
-    # seeds (vmapped on GPU/TPU, one after another on CPU, where that is faster)
+    # seeds (vmapped on GPU/TPU, one after another on CPU, where that is faster); tuning
+    # seeds serve the methods with a strength only
     for name in names:
         method = METHODS[name]
         t = time.perf_counter()
-        targets = [method.target_fn(ctx) for ctx in ctxs]
+        n_seeds = len(seeds) + (len(tune) if method.knob else 0)
+        targets = [method.target_fn(ctx) for ctx in ctxs[:n_seeds]]
         curve = []
         per_seed = train_reward_seeds(name, targets, rep, tcfg,
-                                      cfg.knob if method.knob else None, seeds=seeds,
+                                      cfg.knob if method.knob else None,
+                                      seeds=(seeds + tune)[:n_seeds],
                                       c_ref=c_ref, trunk=policy, history=curve)
         history += curve
-        seconds = (time.perf_counter() - t) / len(seeds)
+        seconds = (time.perf_counter() - t) / n_seeds
         for base, h, rewards in zip(bases, helds, per_seed):
             for r in rewards:
                 rows.append({**base, "method": name,
@@ -280,7 +306,7 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
     bar.close()
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=["seed", "entanglement", "p_marker", "method", "strength",
-                                   *METRICS, "seconds"])
+                                   *METRICS, "seconds", "split"])
     frame["normalised_objective"] = _normalised(frame)
     info["total_s"] = time.perf_counter() - t0
     info["n_heldout_texts"], info["n_pairs"] = len(h.texts), len(h.pairs)
@@ -308,6 +334,7 @@ def labelled(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_text(frame: pd.DataFrame, cfg: CompareConfig, info: dict) -> str:
+    frame = frame[frame.split.fillna("report") != "tune"] if "split" in frame else frame
     table = format_table(summarise(labelled(frame), "label", TABLE_METRICS))
     return (f"# Reward methods on the headline world\n\n"
             f"Entanglement {cfg.entanglement}, p_marker {cfg.p_marker}, marker effect "

@@ -1,4 +1,5 @@
 """scripts.replicate_simulation: the relative-gain arithmetic, the tables, the outputs."""
+import dataclasses
 import json
 
 import numpy as np
@@ -72,8 +73,28 @@ def test_summary_has_the_gain_row_per_scenario_and_metric_tables():
     assert "| 0.9 | 0.8 | 10 | 0.300 | 0.260 | +15.4% |" in text
     # the objective table: odin λ=1 at entanglement 0 is 0.32 ± 0.02
     assert "| odin λ=1 | 0.320 ± 0.020 |" in text
-    for _, title in rs.TABLES:
+    for _, title, _ in rs.TABLES:
         assert f"## {title}" in text
+
+
+def test_summary_protocol_rows_use_tuning_seeds_and_validation_and_exclude_tuning_rows():
+    f = _frame().assign(split="report", val_loss=np.nan)
+    odin = f.method == "odin"
+    # validation prefers λ=10 on both seeds at entanglement 0 (in-sample best there is λ=1)
+    f.loc[odin, "val_loss"] = np.where(f.loc[odin, "strength"] == 10.0, 0.1, 0.2)
+    tune = f[odin & (f.seed == 0)].assign(seed=100, split="tune")
+    tune.loc[tune.strength == 10.0, "objective"] = 0.9          # tuning seeds pick λ=10
+    tune.loc[tune.strength == 10.0, "causal_corr"] = 99.0       # must not reach any table
+    text = rs.summary_text(pd.concat([f, tune], ignore_index=True), rs.PRESETS["tiny"], _info())
+    # entanglement 0: deconfoundlm 0.40, 0.46 vs odin λ=10 0.20, 0.20 -> diffs 0.20, 0.26
+    half = 12.706 * 0.03                                # t(0.975, 1) * se
+    cell = f"+0.230 [{0.23 - half:+.3f}, {0.23 + half:+.3f}]"
+    for rule in ("tuned", "validation"):
+        assert f"| 0 | 0.8 | odin | {rule} | 10 | 0.430 | 0.200 | {cell} | +115.0% | 2 |" in text
+    assert "99.000" not in text
+    # the in-sample section still picks λ=1 on the reported seeds
+    assert "| 0 | 0.8 | 1 | 0.430 | 0.320 | +34.4% | 0.110 ± 0.010 |" in text
+    assert "| deconfoundlm | +0.000 [+0.000, +0.000] |" in text     # spurious_gap with CI
 
 
 def test_summary_without_odin_says_the_gain_is_not_computed():
@@ -129,10 +150,63 @@ def test_tiny_preset_end_to_end(tmp_path, monkeypatch):
             for m in ("sft", *cr.METHODS):
                 assert (e, p, m) in cells
     summary = (out / "summary.md").read_text()
-    gain_rows = [ln for ln in summary.splitlines() if ln.startswith("| ") and "%" in ln]
+    protocol, in_sample = summary.split("## DeconfoundLM vs ODIN at its in-sample best")
+    in_sample = in_sample.split("\n## ")[0]
+    gain_rows = [ln for ln in in_sample.splitlines() if ln.startswith("| ") and "%" in ln]
     assert len(gain_rows) == len(cfg.entanglements) * len(cfg.p_markers)
+    # the protocol table: every strength of both baselines per scenario (tiny has no tuning
+    # seeds and no validation sample, so no "tuned" or "validation" rows)
+    rows = [ln for ln in protocol.splitlines() if ln.startswith("| ")
+            and ("| odin |" in ln or "| invariant |" in ln)]
+    assert len(rows) == len(cfg.entanglements) * len(cfg.p_markers) * 2 * len(cfg.knob)
+    assert not any("| tuned |" in ln or "| validation |" in ln for ln in rows)
     for png in ("objective.png", "causal_corr.png"):
         assert (out / png).stat().st_size > 1000
     # something causal: the oracle's reward tracks tau better than the naive one
     means = res.groupby("method").causal_corr.mean()
     assert means["oracle"] > means["naive"]
+
+
+# ---- issue 13 item 1: deconfoundlm's text term spans the marker ------------------------------
+def _deconfoundlm_monday_gaps(entanglement: float, seeds=(0, 1, 2), text: str | None = None
+                              ) -> list[float]:
+    """deconfoundlm's signed Monday-marker gap per seed in the quick preset's world (its
+    postings, folds, representation, steps) at p_marker 0.8, marker effect -0.1; no policy."""
+    import jax
+
+    from dlm.eval.causal_metrics import spurious_gaps
+    from dlm.rewards import MethodContext, TrainerConfig, fit_representation, train_reward_seeds
+    from dlm.causal.fit import EstimatorConfig
+    from sims.headlines import MARKER_PREFIXES
+
+    cfg = rs.world_config(rs.PRESETS["quick"], entanglement, 0.8)
+    assert cfg.marker_effect == -0.1 and cfg.estimator_text == "ngram:256"
+    if text is not None:
+        cfg = dataclasses.replace(cfg, estimator_text=text)
+    world, held, _ = cr.build_worlds(cfg, None)
+    universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
+    rep = fit_representation(cfg.representation, universe, dim=cfg.rep_dim, seed=cfg.first_seed)
+    targets = []
+    for seed in seeds:
+        log = world.sample(jax.random.key(seed), cfg.n_postings).log
+        ctx = MethodContext(log, rep, world=world, seed=seed,
+                            estimator=EstimatorConfig(folds=cfg.folds),
+                            estimator_text=cfg.estimator_text)
+        targets.append(cr.METHODS["deconfoundlm"].target_fn(ctx))
+    tcfg = TrainerConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l2=cfg.l2)
+    rewards = train_reward_seeds("deconfoundlm", targets, rep, tcfg, seeds=list(seeds))
+    texts = [str(t) for t in held.text_SxK[held.mask_SxK]]
+    return [spurious_gaps(r[0], texts, cfg.marker_effect)["Happy Monday!"] for r in rewards]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entanglement", [0.0, 0.9])
+def test_deconfoundlm_marker_gap_is_within_003_with_the_default_text_term(entanglement):
+    gaps = _deconfoundlm_monday_gaps(entanglement)
+    assert abs(np.mean(gaps)) <= 0.03, gaps
+
+
+@pytest.mark.slow
+def test_the_old_text_term_top_16_components_misses_the_bound():
+    """The control: the same world with the text term issue 13 found wanting."""
+    assert np.mean(_deconfoundlm_monday_gaps(0.0, text="pca:16")) > 0.05

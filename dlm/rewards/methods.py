@@ -29,6 +29,7 @@ import numpy as np
 from dlm.causal import crossfit
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import Confounder, LogValidationError, ObservationalLog
+from dlm.data.text_features import DEFAULT_SPEC, text_representation
 from dlm.train.losses import binomial_logit_weights, reward_regression
 
 DEFAULT_KNOB: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
@@ -61,9 +62,10 @@ class Targets:
 class MethodContext:
     """What target functions may use: the observational log and, for the oracle, the world.
 
-    represent: the frozen text representation (deconfoundlm's text term is its top
-    `estimator_dims` principal components). world: anything with intervene(key, n, c_ref)
-    -> sample with .log (sims.headlines.HeadlineWorld); None for real logs.
+    represent: the frozen text representation of the reward heads. estimator_text:
+    deconfoundlm's text term h(X) (see `estimator_text`). world: anything with
+    intervene(key, n, c_ref) -> sample with .log (sims.headlines.HeadlineWorld); None for
+    real logs.
     """
 
     log: ObservationalLog
@@ -71,7 +73,8 @@ class MethodContext:
     world: Any = None
     seed: int = 0
     estimator: EstimatorConfig = EstimatorConfig()
-    estimator_dims: int = 32
+    estimator_text: str = DEFAULT_SPEC        # "ngram:256" | "phi" | "rep" | "pca[:K]" | "none"
+    estimator_dims: int = 32                  # K of "pca" without ":K"
     n_oracle: int | None = None               # A/B postings for the oracle (default len(log))
     c_ref: Mapping[str, Any] | None = None    # the reference condition (oracle's do(C))
 
@@ -130,20 +133,39 @@ def partial_out_targets(ctx: MethodContext) -> Targets:
     return log_targets(ctx.log, crossfit.partial_out(ctx.log, est).logit_adjusted)
 
 
-def estimator_text(ctx: MethodContext) -> np.ndarray:
-    """DeconfoundLM's text term h(X): the representation's top principal components [N, k].
+def estimator_text(ctx: MethodContext) -> np.ndarray | None:
+    """DeconfoundLM's text term h(X) [N, F] under the spec `ctx.estimator_text`:
 
-    The estimator is a GLM with a dense text block, so a few dozen columns keep the
-    cross-fit to seconds; the components are fitted on the distinct posted texts.
+      any dlm.data.text_features spec ("ngram:256", the default, as scripts.deconfound;
+      "phi"; "none" -> None), "rep" (the reward heads' representation, in full) or
+      "pca[:K]" (its top K principal components, K default ctx.estimator_dims).
+
+    h(X) must span the content g(C) is confounded with: a text term that misses part of a
+    weekday marker lets g(C) absorb the marker's effect (issue 13: the top 16-32 components
+    of the 64-d representation span ~20% of the marker, and deconfoundlm's Monday-marker
+    gap was +0.09 at p_marker 0.8). Features are computed once per distinct posted text.
     """
-    if ctx.represent is None:
-        raise ValueError("deconfoundlm needs MethodContext.represent (the text representation)")
+    spec = ctx.estimator_text
+    name, _, arg = spec.partition(":")
     uniq, inverse = np.unique(np.asarray(ctx.log.content).astype(str), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if name not in ("rep", "pca"):
+        H = text_representation(list(uniq), spec)
+        return None if H is None else np.asarray(H, np.float64)[inverse]
+    if ctx.represent is None:
+        raise ValueError(f"estimator text {spec!r} needs MethodContext.represent "
+                         "(the reward representation)")
+    if name == "rep" and arg:
+        raise ValueError(f"estimator text {spec!r}: 'rep' takes no width (use 'pca:K')")
+    if arg and (not arg.isdigit() or int(arg) < 1):
+        raise ValueError(f"estimator text {spec!r}: the width after ':' must be a positive int")
     H = np.asarray(ctx.represent(list(uniq)), np.float64)
+    if name == "rep":
+        return H[inverse]
     H = H - H.mean(axis=0)
-    k = max(1, min(ctx.estimator_dims, H.shape[1], H.shape[0] - 1))
+    k = max(1, min(int(arg) if arg else ctx.estimator_dims, H.shape[1], H.shape[0] - 1))
     _, _, vt = np.linalg.svd(H, full_matrices=False)
-    return (H @ vt[:k].T)[inverse.reshape(-1)]
+    return (H @ vt[:k].T)[inverse]
 
 
 def deconfoundlm_targets(ctx: MethodContext) -> Targets:
