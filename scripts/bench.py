@@ -216,7 +216,8 @@ def _summary(r: dict) -> str:
                     f"| first-step loss dlm / PyTorch (same weights) | {r['first_loss']['dlm']:.4f}"
                     f" / {r['first_loss']['torch']:.4f} |\n")
     load = ", ".join(f"{x:.1f}" for x in r["load_average"])
-    table = (f"| train tokens/s (batch {c.batch_size} x {c.seq_len}) | {r['train_tokens_per_s']:,.0f} |\n"
+    table = (f"| train tokens/s (batch {c.batch_size} x {c.seq_len}) | "
+             f"{r['train_tokens_per_s']:,.0f} |\n"
              + (vs_torch if r["ratio_vs_torch"] is not None else ""))
     return (f"# Benchmark: {c.model} decoder ({r['n_params']:,} params), {r['platform']} "
             f"({r['device']}, {r['n_devices']} device(s), {r['cpu_count']} CPUs, "

@@ -85,7 +85,8 @@ class TorchDecoder(nn.Module):
         out_std = 0.02 / (2 * cfg.n_layers) ** 0.5   # dlm's init: N(0, 0.02), scaled residual outs
         for name, p in self.named_parameters():
             if p.ndim == 2:
-                nn.init.normal_(p, std=out_std if name.endswith(("o.weight", "down.weight")) else 0.02)
+                residual_out = name.endswith(("o.weight", "down.weight"))
+                nn.init.normal_(p, std=out_std if residual_out else 0.02)
 
     def forward(self, tokens_BxL):
         cos, sin = rope_tables(self.cfg, tokens_BxL.shape[1])
