@@ -1,9 +1,11 @@
 """scripts.train_sft end to end on the tiny preset (and scripts.bench as a smoke test)."""
+import importlib.util
 import json
 import math
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 from dlm.train.checkpoint import Checkpointer
@@ -65,6 +67,17 @@ def test_bench_tiny_writes_json(tmp_path):
                 "sample_tokens_per_s_nocache", "matmul_flops_per_s"):
         assert r[key] > 0, key
     assert r["n_devices"] == jax.device_count()
+    # timed rounds interleave dlm and (when installed) its PyTorch twin from the same weights
+    rows = pd.read_csv(tmp_path / "results.csv")
+    has_torch = importlib.util.find_spec("torch") is not None
+    impls = ["dlm", "torch"] if has_torch else ["dlm"]
+    assert list(rows["impl"]) == impls * 2 and list(rows["round"]) == sorted([0, 1] * len(impls))
+    if has_torch:
+        assert r["first_loss"]["torch"] == pytest.approx(r["first_loss"]["dlm"], abs=1e-4)
+        ratios = rows[rows["impl"] == "dlm"]["ratio"]
+        assert r["ratio_vs_torch"] == pytest.approx(float(np.median(ratios)))
+    else:
+        assert "torch is not installed" in (tmp_path / "summary.md").read_text()
 
 
 def test_model_flag_reaches_the_sft_config_of_train_sft_and_dpo_digits(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ pytree (`KVCache`), so generation can carry it through `jax.lax.scan`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import flax.linen as nn
 import jax
@@ -124,6 +125,27 @@ def _dense(features: int, name: str, cfg: DecoderConfig, std: float = 0.02) -> n
                     kernel_init=nn.initializers.normal(std), name=name)
 
 
+class _Kernel(nn.Module):
+    """The kernel of a bias-free Dense layer named like one (params[name]["kernel"], same
+    init), for projections that share an input and run as one matmul."""
+
+    shape: tuple[int, int]
+    std: float = 0.02
+
+    @nn.compact
+    def __call__(self):
+        return self.param("kernel", nn.initializers.normal(self.std), self.shape, jnp.float32)
+
+
+def _fused_dense(x, cfg: DecoderConfig, outs) -> list[jax.Array]:
+    """[Dense(f, name)(x) for name, f in outs] as one matmul against the concatenated kernels
+    (fewer, larger matmuls: measured faster on CPU); parameters stay one per name."""
+    d = x.shape[-1]
+    w = jnp.concatenate([_Kernel((d, f), name=name)() for name, f in outs], axis=1)
+    y = jnp.dot(x.astype(cfg.compute_dtype), w.astype(cfg.compute_dtype))
+    return jnp.split(y, list(itertools.accumulate(f for _, f in outs))[:-1], axis=-1)
+
+
 class Attention(nn.Module):
     """Grouped-query attention: each of n_kv key/value heads serves n_heads/n_kv query heads."""
 
@@ -136,9 +158,8 @@ class Attention(nn.Module):
         K, H = cfg.n_kv_heads, cfg.head_dim
         G = cfg.n_heads // K
         out_std = 0.02 / (2 * cfg.n_layers) ** 0.5  # residual-branch scaling (GPT-2)
-        q = _dense(cfg.n_heads * H, "q", cfg)(x_BxLxD).reshape(B, L, cfg.n_heads, H)
-        k = _dense(K * H, "k", cfg)(x_BxLxD).reshape(B, L, K, H)
-        v = _dense(K * H, "v", cfg)(x_BxLxD).reshape(B, L, K, H)
+        q, k, v = _fused_dense(x_BxLxD, cfg, (("q", cfg.n_heads * H), ("k", K * H), ("v", K * H)))
+        q, k, v = q.reshape(B, L, cfg.n_heads, H), k.reshape(B, L, K, H), v.reshape(B, L, K, H)
         q = rope(q, pos_BxL, cfg.rope_base, cfg.rope_interleaved)
         k = rope(k, pos_BxL, cfg.rope_base, cfg.rope_interleaved)
         if kv is not None:  # write the new keys/values into the cache at slot `index`
@@ -177,7 +198,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD):
         cfg = self.cfg
-        h = nn.silu(_dense(cfg.d_ff, "gate", cfg)(x_BxLxD)) * _dense(cfg.d_ff, "up", cfg)(x_BxLxD)
+        gate, up = _fused_dense(x_BxLxD, cfg, (("gate", cfg.d_ff), ("up", cfg.d_ff)))
+        h = nn.silu(gate) * up
         return _dense(cfg.d_model, "down", cfg, 0.02 / (2 * cfg.n_layers) ** 0.5)(h)
 
 
