@@ -270,7 +270,7 @@ def test_tiny_preset_end_to_end(tmp_path, monkeypatch):
     frame = pd.read_csv(out / "results.csv")
     assert list(frame.columns[:6]) == ["model", "ft_seed", "gen_seed", "happy", "monday", "friday"]
     assert sorted(set(frame["model"])) == sorted(rm.MODELS)
-    assert len(frame) == 3 * len(cfg.ft_seeds) * len(cfg.gen_seeds)
+    assert len(frame) == len(rm.MODELS) * len(cfg.ft_seeds) * len(cfg.gen_seeds)
     assert frame[list(rm.MARKERS)].stack().between(0, 100).all()
     assert (frame["n_generations"] >= cfg.n_generations).all()
     summary = (out / "summary.md").read_text()
