@@ -85,13 +85,17 @@ def model_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _sentence(note: str) -> str:
+    return note[:1].upper() + note[1:] + ". " if note else ""
+
+
 def summary_md(cfg, frame, info, effects, pair_stats, seconds) -> str:
     estimator = ("one fixed effect per test (within-test contrasts)" if cfg.test_effects
                  else "no test effects (across tests)")
     estimator += f", text term {cfg.text_spec}" if cfg.text_spec else ", no text term"
     lines = [
         "# The Monday experiment", "",
-        f"Data: {info['source']}. {info['left_out'] + '. ' if info['left_out'] else ''}"
+        f"Data: {info['source']}. {_sentence(info['left_out'])}"
         f"Arms (postings): {info['n_arms']}; stories SFT / preference / "
         f"held-out: {info['n_stories']}. Weekday effects on the logit: Monday "
         f"{cfg.monday_effect:+g}, Friday {cfg.friday_effect:+g}; markers on Monday/Friday "
