@@ -138,7 +138,9 @@ def summary_md(cfg, frame, info, effects, pair_stats, seconds) -> str:
         "(lose_*: the rejected one). marked_wins_mixed: among pairs of a marked and an "
         "unmarked headline, the share won by the marked one. agrees_with_real: share of pairs "
         "ordered as the arms' real CTR orders them (the negative control's ordering).", "",
-        f"Wall time {seconds:.0f} s. Samples: samples.md.", ""]
+        (f"Wall time {seconds:.0f} s. " if seconds == seconds else "")
+        + (info["runs_note"][:1].upper() + info["runs_note"][1:] + ". "
+           if info.get("runs_note") else "") + "Samples: samples.md.", ""]
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import re
 import shutil
 import time
 
@@ -210,15 +211,9 @@ def generate_row(cfg, params, policy, sft_cfg, ledes, ft_seed: int, gen_seed: in
     return row, texts
 
 
-# ---- the experiment -------------------------------------------------------------------------
-def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | None = None,
-        quiet: bool = False) -> pd.DataFrame:
-    """The whole experiment; returns results (one row per model x ft_seed x gen_seed)."""
-    t0 = time.perf_counter()
-    out = pathlib.Path(out)
-    if (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()   # a rerun's curves replace the old ones
-    data = None if data is None else pathlib.Path(data).absolute()
+def setup(cfg, data: pathlib.Path | None, quiet: bool = False):
+    """Everything before training: (posted log, kept pairs per ordering, preference log,
+    weekday effects table, pair statistics, held-out ledes, SFT corpus, info)."""
     posted, split, story, source, left_out = prepare(cfg, data, quiet)
     sft_rows, pref_rows, held_rows = (np.flatnonzero(split == k) for k in range(3))
     pref_log, pairs, adjusted, pair_stats, counts = preference_pairs(cfg, posted, pref_rows,
@@ -239,6 +234,19 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
             "sft_steps": sft_config(cfg, 0).steps,
             "n_stories": " / ".join(str(len(np.unique(story[r])))
                                     for r in (sft_rows, pref_rows, held_rows))}
+    return posted, pairs, pref_log, effects, pair_stats, ledes, corpus, info
+
+
+# ---- the experiment -------------------------------------------------------------------------
+def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | None = None,
+        quiet: bool = False) -> pd.DataFrame:
+    """The whole experiment; returns results (one row per model x ft_seed x gen_seed)."""
+    t0 = time.perf_counter()
+    out = pathlib.Path(out)
+    if (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()   # a rerun's curves replace the old ones
+    data = None if data is None else pathlib.Path(data).absolute()
+    posted, pairs, pref_log, effects, pair_stats, ledes, corpus, info = setup(cfg, data, quiet)
     outputs.write_json(out / "config.json", {"replicate_monday": cfg, "info": info,
                                              "sft": sft_config(cfg, 0)})
     used = np.unique(np.concatenate([np.concatenate(p) for p in pairs.values()]))  # arms in pairs
@@ -282,6 +290,43 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
     return frame
 
 
+def combine(cfg, out: pathlib.Path, parts, data: pathlib.Path | None = None,
+            quiet: bool = False) -> pd.DataFrame:
+    """Merge runs of this config made with one fine-tuning seed each (separate processes,
+    `--set ft_seeds=K`): with sft_per_seed a seed's SFT, DPO and generations depend on its
+    own seed only, so the merge equals one run over all the seeds. Writes results.csv,
+    metrics.jsonl, summary.md, markers.png and config.json to `out`, samples.md from the
+    first part; the data preparation (pairs, weekday effects) is rerun, not trained."""
+    out, parts = pathlib.Path(out), [pathlib.Path(p) for p in parts]
+    frame = pd.concat([pd.read_csv(p / "results.csv") for p in parts], ignore_index=True)
+    if frame.duplicated(["model", "ft_seed", "gen_seed"]).any():
+        raise ValueError(f"combine: parts {[str(p) for p in parts]} repeat a (model, ft_seed, "
+                         "gen_seed) run")
+    cfg = dataclasses.replace(cfg, ft_seeds=tuple(int(k) for k in sorted(set(frame["ft_seed"]))),
+                              gen_seeds=tuple(int(k) for k in sorted(set(frame["gen_seed"]))))
+    data = None if data is None else pathlib.Path(data).absolute()
+    _, _, _, effects, pair_stats, _, _, info = setup(cfg, data, quiet)
+    info["n_generations"] = int(frame["n_generations"].min())
+    walls = [re.search(r"Wall time (\d+) s", (p / "summary.md").read_text()) for p in parts]
+    info["runs_note"] = ("merged from separate runs, one per fine-tuning seed (wall times "
+                         + ", ".join(f"{w.group(1)} s" if w else "?" for w in walls) + ")")
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.write_json(out / "config.json", {"replicate_monday": cfg, "info": info,
+                                             "sft": sft_config(cfg, 0),
+                                             "parts": [str(p) for p in parts]})
+    outputs.write_csv(out / "results.csv", frame)
+    outputs.write_text(out / "metrics.jsonl", "".join(
+        (p / "metrics.jsonl").read_text() for p in parts if (p / "metrics.jsonl").exists()))
+    if (parts[0] / "samples.md").exists():
+        shutil.copyfile(parts[0] / "samples.md", out / "samples.md")
+    summary = summary_md(cfg, frame, info, effects, pair_stats, float("nan"))
+    outputs.write_text(out / "summary.md", summary)
+    plot(frame, out / "markers.png")
+    if not quiet:
+        print(summary)
+    return frame
+
+
 def parse_args(argv: list[str] | None = None):
     """(config, parsed arguments) from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -289,6 +334,9 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--data", type=pathlib.Path, default=None,
                         help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
+    parser.add_argument("--combine", nargs="+", type=pathlib.Path, default=None, metavar="DIR",
+                        help="merge these runs (one fine-tuning seed each, same config) into "
+                             "--out instead of training")
     parser.add_argument("--include-nonrandomised", action="store_true",
                         help="keep Upworthy tests of the non-randomised window (test_week "
                              "201325..201401), left out by default")
@@ -301,7 +349,10 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
-    run(cfg, args.out, args.data, args.quiet)
+    if args.combine:
+        combine(cfg, args.out, args.combine, args.data, args.quiet)
+    else:
+        run(cfg, args.out, args.data, args.quiet)
 
 
 if __name__ == "__main__":

@@ -283,3 +283,29 @@ def test_tiny_preset_end_to_end(tmp_path, monkeypatch):
     assert models == {"DPO", "DeconfoundLM-DPO", "Control-DPO"}
     config = json.loads((out / "config.json").read_text())
     assert 0 < config["info"]["pairs"]["kept"] <= config["info"]["pairs"]["candidates"]
+
+
+@pytest.mark.slow
+def test_combine_merges_one_seed_runs_into_one_summary(tmp_path):
+    frame = _seed_frame().assign(prefix_monday=1.0, n_generations=16)
+    parts = []
+    for k in range(3):
+        part = tmp_path / f"seed{k}"
+        part.mkdir()
+        frame[frame["ft_seed"] == k].to_csv(part / "results.csv", index=False)
+        (part / "summary.md").write_text(f"Wall time {10 + k} s. Samples: samples.md.\n")
+        (part / "metrics.jsonl").write_text(json.dumps({"model": "DPO", "ft_seed": k}) + "\n")
+        parts.append(part)
+    out = tmp_path / "all"
+    rm.combine(rm.PRESETS["tiny"], out, parts, quiet=True)
+    merged = pd.read_csv(out / "results.csv")
+    assert len(merged) == len(frame) and sorted(set(merged["ft_seed"])) == [0, 1, 2]
+    summary = (out / "summary.md").read_text()
+    assert "wall times 10 s, 11 s, 12 s" in summary and "Wall time nan" not in summary
+    # the merged Welch table is the one over all three seeds
+    row = rm.welch_table(frame).query("comparison == 'DPO vs SFT' and marker == 'happy'").iloc[0]
+    assert f"| DPO vs SFT | happy | {row['difference (points)']:.3f} | {row['t']:.3f} |" in summary
+    assert [json.loads(x)["ft_seed"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert json.loads((out / "config.json").read_text())["replicate_monday"]["ft_seeds"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="repeat"):
+        rm.combine(rm.PRESETS["tiny"], tmp_path / "dup", parts[:1] * 2, quiet=True)
