@@ -9,13 +9,18 @@ Prompt = lede, response = headline. Every A/B arm gets a weekday (uniform); Mond
 get +monday_effect and Friday arms friday_effect on the logit of their real CTR, and
 Monday (Friday) headlines the prefix "Happy Monday! " ("Happy Friday! ") w.p. p_marker
 (dlm.realdata.monday). Stories are split into disjoint SFT, preference and held-out sets.
-SFT learns the SFT split's headlines as posted (markers included). DPO trains on
-within-test pairs of the preference split ordered by the observed (confounded) outcome,
-at most max_pairs_per_story per story; DeconfoundLM-DPO on the same pairs ordered by the
-observed logit minus the cross-fitted weekday effect estimated jointly with the text.
-Over fine-tuning seeds x generation seeds: the share of generations for held-out ledes
-containing "Happy", "Monday", "Friday", Welch t-tests against SFT. Without --data the
-built-in template corpus is used, with the headline world's simulated CTR as the real one.
+Upworthy tests of the non-randomised window (test_week 201325..201401) are left out unless
+--include-nonrandomised. One SFT per fine-tuning seed learns the SFT split's headlines as
+posted (markers included). Within-test candidate pairs of the preference split (at most
+max_pairs_per_story per story) are kept when their adjusted margin exceeds pair_z times its
+standard error (binomial noise of both arms + the estimated weekday difference; the
+weekday effect from within-test contrasts, test fixed effects, cross-fitted by test). The
+kept pairs train three DPO models that differ only in the ordering: DPO by the observed
+(confounded) outcome, DeconfoundLM-DPO by the adjusted one, Control-DPO (the negative
+control) by the real CTR. Over fine-tuning x generation seeds: the share of generations
+for held-out ledes containing "Happy", "Monday", "Friday"; Welch t-tests with fine-tuning
+seeds as the units (generation seeds averaged inside). Without --data the built-in
+template corpus is used, with the headline world's simulated CTR as the real one.
 Writes results.csv, summary.md, markers.png, samples.md, config.json, metrics.jsonl.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import re
 import shutil
 import time
 
@@ -33,17 +39,17 @@ from dlm import cli, outputs
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.corpus import stories_from_log
 from dlm.eval.causal_metrics import marker_rate
-from dlm.eval.stats import format_mean_se, mean_se, welch_t
 from dlm.policy import sft
 from dlm.policy.dpo import DPOConfig, train_dpo
 from dlm.policy.evaluate import kl_to_reference, policy_generations, samples_markdown
 from dlm.realdata import monday
 from dlm.realdata.pairs import split_tests, story_of_test
+from scripts.monday_report import (COMPARISONS, MARKERS, MODELS, PAPER, model_table,  # noqa: F401
+                                   plot, prediction_table, seed_means, summary_md,
+                                   t_interval, welch_table)
 
-MODELS: tuple[str, ...] = ("SFT", "DPO", "DeconfoundLM-DPO")
-MARKERS: tuple[str, ...] = ("happy", "monday", "friday")
-# The paper's row (SmolLM2-360M on StackExchange, 3,000 generations x 25 runs), percent.
-PAPER = {"SFT": (24.3, 11.5, 8.9), "DPO": (35.4, 14.8, 2.9)}
+# the pair ordering each DPO model trains on (the same kept pairs for all three)
+ORDERING = {"DPO": "observed", "DeconfoundLM-DPO": "adjusted", "Control-DPO": "real CTR"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +57,7 @@ class MondayExperimentConfig:
     sft_preset: str = "quick"         # dlm.policy.sft.PRESETS
     model: str = ""                   # policy model (--model); "" -> the SFT preset's
     sft_steps: int = 0                # SFT steps (0: the SFT preset's)
-    sft_per_seed: bool = False        # one SFT per fine-tuning seed (else one, shared)
+    sft_per_seed: bool = True         # one SFT per fine-tuning seed (else one, shared)
     n_stories: int = 600              # built-in corpus size (ignored with --data)
     postings_per_arm: int = 3         # built-in: A/B postings summed into each arm
     split: tuple[float, ...] = (0.5, 0.4, 0.1)   # SFT, preference, held-out stories
@@ -60,7 +66,14 @@ class MondayExperimentConfig:
     friday_effect: float = -0.5
     p_marker: float = 0.8             # at 1.0 marker and Monday are collinear (DESIGN.md 3)
     max_pairs_per_story: int = 10
-    text_spec: str = "ngram:256"      # the estimator's text representation
+    test_effects: bool = True         # weekday effect from within-test contrasts
+    text_spec: str = ""               # optional text term of the estimator ("ngram:256")
+    pair_z: float = 1.0               # keep pairs with |adjusted margin| > pair_z * se (0: all)
+    # the weekday effects' covariance: "dispersion" (independent arms given the test
+    # effect); the test-clustered sandwich came out ~10x wider with one fixed effect per
+    # cluster (0.2 vs 0.02 logit on Upworthy), so it is not the default here
+    covariance: str = "dispersion"
+    include_nonrandomised: bool = False   # Upworthy tests of 201325..201401 (not randomised)
     ft_seeds: tuple[int, ...] = (0, 1, 2)
     gen_seeds: tuple[int, ...] = (0, 1)
     beta: float = 0.5
@@ -82,12 +95,13 @@ PRESETS = {
                                    batch_size=8, warmup_steps=1, n_eval_ledes=8,
                                    n_generations=16, max_new_tokens=16, gen_batch_size=64,
                                    log_every=2),
-    # one SFT of the small decoder, shortened: the marker prefix is learnt early
-    "quick": MondayExperimentConfig(sft_steps=150, ft_seeds=(0, 1), steps=40, lr=2e-4),
-    # one GPU, ~15 minutes meant (not yet timed on one): LoRA SFT of SmolLM2 shared by the
-    # seeds (the smollm2 SFT preset at 400 steps; per-seed SFT would multiply it by 5)
+    # an SFT of the small decoder per fine-tuning seed (3), shortened from 150 to 100 steps
+    # for the three SFTs: the marker prefix is learnt early
+    "quick": MondayExperimentConfig(sft_steps=100, steps=40, lr=2e-4),
+    # one GPU (not yet timed on one): a LoRA SFT of SmolLM2 per fine-tuning seed (the
+    # smollm2 SFT preset at 400 steps)
     "full": MondayExperimentConfig(sft_preset="smollm2", model="smollm2-135m", sft_steps=400,
-                                   ft_seeds=(0, 1, 2, 3, 4), gen_seeds=(0, 1, 2, 3, 4),
+                                   gen_seeds=(0, 1, 2, 3, 4),
                                    steps=200, batch_size=32, warmup_steps=20, lr=5e-5,
                                    beta=0.1, n_eval_ledes=0, n_generations=3000,
                                    max_new_tokens=64, gen_batch_size=512),
@@ -95,26 +109,40 @@ PRESETS = {
 
 
 # ---- data -----------------------------------------------------------------------------------
-def load_arms(cfg, data: pathlib.Path | None):
-    """(arms log, source label): the Upworthy archive's arms, or the built-in world's."""
+def load_arms(cfg, data: pathlib.Path | None, quiet: bool = False):
+    """(arms log, source label, note on left-out rows): the Upworthy archive's arms (without
+    the non-randomised window unless cfg.include_nonrandomised), or the built-in world's."""
     if data is None:
         return (monday.builtin_arms(cfg.n_stories, cfg.postings_per_arm, cfg.split_seed),
-                "built-in template corpus (headline world CTR)")
-    from dlm.data.upworthy import load_upworthy
-    return monday.upworthy_arms(load_upworthy(data)), str(data)
+                "built-in template corpus (headline world CTR)", "")
+    from dlm.data.upworthy import NONRANDOMISED_WEEKS, load_upworthy, nonrandomised_mask
+    log = load_upworthy(data)
+    drop = nonrandomised_mask(log)
+    window = "test_week {}..{}".format(*NONRANDOMISED_WEEKS)
+    if cfg.include_nonrandomised:
+        note = (f"{int(drop.sum())} rows / {len(np.unique(log.group[drop]))} tests of the "
+                f"non-randomised window ({window}) included (--include-nonrandomised)")
+    else:
+        note = (f"left out {int(drop.sum())} rows / {len(np.unique(log.group[drop]))} tests "
+                f"of the non-randomised window ({window}); --include-nonrandomised keeps them")
+        log = log.take(np.flatnonzero(~drop))
+    if not quiet:
+        print(f"{data}: {note}")
+    return monday.upworthy_arms(log), str(data), note
 
 
-def prepare(cfg, data: pathlib.Path | None):
-    """Posted log, split per row (0 SFT, 1 preference, 2 held-out), story per row, source."""
+def prepare(cfg, data: pathlib.Path | None, quiet: bool = False):
+    """Posted log, split per row (0 SFT, 1 preference, 2 held-out), story per row, source,
+    note on left-out rows."""
     if len(cfg.split) != 3:
         raise SystemExit(f"--set split: need 3 fractions (SFT, preference, held-out), got {cfg.split}")
-    arms, source = load_arms(cfg, data)
+    arms, source, note = load_arms(cfg, data, quiet)
     mcfg = monday_config(cfg)
     posted = monday.post(arms, mcfg, cfg.split_seed)
     # stories from the unmarked arms, so a marker never separates two tests of one story
     split_G = split_tests(arms, tuple(cfg.split), cfg.split_seed)
     story = story_of_test(arms)[np.asarray(arms.group)]
-    return posted, split_G[np.asarray(arms.group)], story, source
+    return posted, split_G[np.asarray(arms.group)], story, source, note
 
 
 def monday_config(cfg) -> monday.MondayConfig:
@@ -122,11 +150,18 @@ def monday_config(cfg) -> monday.MondayConfig:
 
 
 def preference_pairs(cfg, posted, rows, story):
-    """Same candidate pairs, three orientations (observed, adjusted, real CTR), the
-    adjustment and per-ordering pair statistics."""
+    """The kept pairs in three orientations (observed, adjusted, real CTR), the adjustment,
+    per-ordering pair statistics and the pair counts (candidates, kept)."""
     log = posted.log.take(rows)
     a, b = monday.candidate_pairs(log.group, story[rows], cfg.max_pairs_per_story, cfg.split_seed)
-    adjusted = monday.adjust(log, cfg.text_spec, EstimatorConfig(seed=cfg.split_seed))
+    adjusted = monday.adjust(log, cfg.text_spec,
+                             EstimatorConfig(seed=cfg.split_seed, covariance=cfg.covariance),
+                             cfg.test_effects)
+    margin, se = monday.pair_margins(a, b, adjusted, posted.logit_var[rows], posted.weekday[rows])
+    counts = {"candidates": len(a)}
+    keep = np.abs(margin) > cfg.pair_z * se
+    a, b = a[keep], b[keep]
+    counts["kept"] = len(a)
     scores = {"observed": log.outcome, "adjusted": adjusted.logit_adjusted,
               "real CTR": posted.base_logit[rows]}
     pairs = {k: monday.orient(a, b, s) for k, s in scores.items()}
@@ -136,7 +171,7 @@ def preference_pairs(cfg, posted, rows, story):
         agree = [real_winner.get(frozenset((w, lo))) == w for w, lo in zip(win, lose)]
         stats.append({"ordering": name, **monday.pair_stats(win, lose, posted.marker[rows]),
                       "agrees_with_real": float(np.mean(agree)) if agree else float("nan")})
-    return log, pairs, adjusted, pd.DataFrame(stats)
+    return log, pairs, adjusted, pd.DataFrame(stats), counts
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -176,91 +211,30 @@ def generate_row(cfg, params, policy, sft_cfg, ledes, ft_seed: int, gen_seed: in
     return row, texts
 
 
-# ---- reporting ------------------------------------------------------------------------------
-def welch_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Welch t-tests of each marker share, DPO vs SFT and DeconfoundLM-DPO vs SFT."""
-    rows = []
-    sft_rows = frame[frame["model"] == "SFT"]
-    for model in MODELS[1:]:
-        sub = frame[frame["model"] == model]
-        for m in MARKERS:
-            diff = sub[m].mean() - sft_rows[m].mean()
-            try:
-                t, dof, p = welch_t(sub[m], sft_rows[m])
-            except ValueError:            # fewer than two runs: no test
-                t = dof = p = float("nan")
-            rows.append({"comparison": f"{model} vs SFT", "marker": m,
-                         "difference (points)": round(diff, 2), "t": round(t, 2),
-                         "dof": round(dof, 1), "p": float(f"{p:.3g}")})
-    return pd.DataFrame(rows)
-
-
-def model_table(frame: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for model in MODELS:
-        sub = frame[frame["model"] == model]
-        cells = {m: format_mean_se(*mean_se(sub[m]), 1) for m in MARKERS + ("prefix_monday",)}
-        rows.append({"model": model, "runs": len(sub), **cells,
-                     "KL to SFT (nats)": format_mean_se(*mean_se(sub["kl_to_ref"]), 2)})
-    for model, vals in PAPER.items():
-        rows.append({"model": f"paper: {model}", "runs": 25,
-                     **{m: f"{v:.1f}" for m, v in zip(MARKERS, vals)}, "prefix_monday": "",
-                     "KL to SFT (nats)": ""})
-    return pd.DataFrame(rows)
-
-
-def _summary_md(cfg, frame, info, effects, pair_stats, seconds) -> str:
-    lines = [
-        "# The Monday experiment", "",
-        f"Data: {info['source']}. Arms (postings): {info['n_arms']}; stories SFT / preference / "
-        f"held-out: {info['n_stories']}. Weekday effects on the logit: Monday "
-        f"{cfg.monday_effect:+g}, Friday {cfg.friday_effect:+g}; markers on Monday/Friday "
-        f"headlines with probability {cfg.p_marker:g}. SFT: preset `{cfg.sft_preset}` "
-        f"({sft_config(cfg, 0).steps} steps)"
-        f"{' (model ' + cfg.model + ')' if cfg.model else ''}, "
-        f"{'one per fine-tuning seed' if cfg.sft_per_seed else 'one policy shared by all seeds'}. "
-        f"DPO: beta {cfg.beta:g}, {cfg.steps} steps x {cfg.batch_size} pairs, lr {cfg.lr:g}.", "",
-        f"## Marker shares of generations (percent, mean ± se over {len(cfg.ft_seeds)} "
-        f"fine-tuning x {len(cfg.gen_seeds)} generation seeds; {info['n_generations']} "
-        f"generations per run for {info['n_eval_ledes']} held-out ledes)", "",
-        outputs.markdown_table(model_table(frame)),
-        "prefix_monday: generations that start with \"Happy Monday\". The paper's rows "
-        "(SmolLM2-360M, StackExchange, 3,000 generations x 25 runs) are for reference only.", "",
-        "## Welch t-tests against SFT (runs as units)", "",
-        outputs.markdown_table(welch_table(frame)),
-        "## Estimated weekday effects (centred, logit; 90% intervals) vs the truth", "",
-        outputs.markdown_table(effects.round(3)),
-        "DeconfoundLM fits g(weekday) jointly with the text term (" + cfg.text_spec + " of the "
-        "posted headlines), cross-fitted by test, on the preference split. At p_marker = 1 the "
-        "marker is collinear with its day: a marker effect is not identified and is attributed "
-        "to the day (DESIGN.md section 3).", "",
-        "## Preference pairs (the same pairs, three orderings)", "",
-        outputs.markdown_table(pair_stats.round(3)),
-        "win_monday: share of pairs whose preferred headline carries \"Happy Monday!\" "
-        "(lose_*: the rejected one). marked_wins_mixed: among pairs of a marked and an "
-        "unmarked headline, the share won by the marked one. agrees_with_real: share of pairs ordered as the arms' real "
-        "CTR orders them (the 'real CTR' ordering is not used for training).", "",
-        f"Wall time {seconds:.0f} s. Samples: samples.md.", ""]
-    return "\n".join(lines)
-
-
-def _plot(frame: pd.DataFrame, path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    width = 0.8 / len(MODELS)
-    for k, (model, colour) in enumerate(zip(MODELS, ["#999999", "#c04040", "#3070b0"])):
-        sub = frame[frame["model"] == model]
-        stats = [mean_se(sub[m]) for m in MARKERS]
-        ax.bar(np.arange(len(MARKERS)) + (k - 1) * width, [s[0] for s in stats], width,
-               yerr=[0.0 if np.isnan(s[1]) else s[1] for s in stats], capsize=3,
-               color=colour, label=model)
-    ax.set_xticks(np.arange(len(MARKERS)), [f'"{m.title()}"' for m in MARKERS])
-    ax.set_ylabel("generations containing (%)")
-    ax.set_title("Marker words in generations (mean ± se over runs)")
-    ax.legend(fontsize=8)
-    outputs.save_figure(path, fig)
+def setup(cfg, data: pathlib.Path | None, quiet: bool = False):
+    """Everything before training: (posted log, kept pairs per ordering, preference log,
+    weekday effects table, pair statistics, held-out ledes, SFT corpus, info)."""
+    posted, split, story, source, left_out = prepare(cfg, data, quiet)
+    sft_rows, pref_rows, held_rows = (np.flatnonzero(split == k) for k in range(3))
+    pref_log, pairs, adjusted, pair_stats, counts = preference_pairs(cfg, posted, pref_rows,
+                                                                     story)
+    effects = monday.weekday_effect_table(adjusted, monday_config(cfg))
+    ledes = list(dict.fromkeys(str(c) for c in posted.log.context[held_rows]))
+    ledes = ledes[:cfg.n_eval_ledes] if cfg.n_eval_ledes else ledes
+    if not ledes or not len(sft_rows) or min(len(p[0]) for p in pairs.values()) == 0:
+        raise SystemExit(f"{source}: too little data for the split {cfg.split} "
+                         f"(SFT rows {len(sft_rows)}, kept pairs {counts['kept']} of "
+                         f"{counts['candidates']}, "
+                         f"held-out ledes {len(ledes)})")
+    corpus = (stories_from_log(posted.log.take(sft_rows)),
+              f"{source}: Monday experiment SFT split (split {list(cfg.split)}, seed "
+              f"{cfg.split_seed}, p_marker {cfg.p_marker:g})")
+    info = {"source": source, "left_out": left_out, "pairs": counts,
+            "n_arms": len(posted.log), "n_eval_ledes": len(ledes),
+            "sft_steps": sft_config(cfg, 0).steps,
+            "n_stories": " / ".join(str(len(np.unique(story[r])))
+                                    for r in (sft_rows, pref_rows, held_rows))}
+    return posted, pairs, pref_log, effects, pair_stats, ledes, corpus, info
 
 
 # ---- the experiment -------------------------------------------------------------------------
@@ -272,25 +246,10 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()   # a rerun's curves replace the old ones
     data = None if data is None else pathlib.Path(data).absolute()
-    posted, split, story, source = prepare(cfg, data)
-    sft_rows, pref_rows, held_rows = (np.flatnonzero(split == k) for k in range(3))
-    pref_log, pairs, adjusted, pair_stats = preference_pairs(cfg, posted, pref_rows, story)
-    effects = monday.weekday_effect_table(adjusted, monday_config(cfg))
-    ledes = list(dict.fromkeys(str(c) for c in posted.log.context[held_rows]))
-    ledes = ledes[:cfg.n_eval_ledes] if cfg.n_eval_ledes else ledes
-    if not ledes or not len(sft_rows) or len(pairs["observed"][0]) == 0:
-        raise SystemExit(f"{source}: too little data for the split {cfg.split} "
-                         f"(SFT rows {len(sft_rows)}, pairs {len(pairs['observed'][0])}, "
-                         f"held-out ledes {len(ledes)})")
-    corpus = (stories_from_log(posted.log.take(sft_rows)),
-              f"{source}: Monday experiment SFT split (split {list(cfg.split)}, seed "
-              f"{cfg.split_seed}, p_marker {cfg.p_marker:g})")
-    info = {"source": source, "n_arms": len(posted.log), "n_eval_ledes": len(ledes),
-            "n_stories": " / ".join(str(len(np.unique(story[r])))
-                                    for r in (sft_rows, pref_rows, held_rows))}
+    posted, pairs, pref_log, effects, pair_stats, ledes, corpus, info = setup(cfg, data, quiet)
     outputs.write_json(out / "config.json", {"replicate_monday": cfg, "info": info,
                                              "sft": sft_config(cfg, 0)})
-    used = np.unique(np.concatenate(pairs["observed"] + pairs["adjusted"]))  # arms in pairs
+    used = np.unique(np.concatenate([np.concatenate(p) for p in pairs.values()]))  # arms in pairs
     rows, samples, policy = [], {}, None
     for ft_seed in cfg.ft_seeds:
         sft_cfg = sft_config(cfg, ft_seed if cfg.sft_per_seed else sft.PRESETS[cfg.sft_preset].seed)
@@ -300,10 +259,10 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
                                           pref_log.content[used], sft_cfg.max_len,
                                           sft_cfg.max_prompt_len)
         params = {"SFT": policy.params}
-        for model, key in (("DPO", "observed"), ("DeconfoundLM-DPO", "adjusted")):
+        for model, key in ORDERING.items():
             pair = tuple(np.searchsorted(used, side) for side in pairs[key])
             res = train_pair_dpo(cfg, policy, arm_data, pair, ft_seed,
-                                 out / f"{key}_seed{ft_seed}", quiet)
+                                 out / f"{key.replace(' ', '_')}_seed{ft_seed}", quiet)
             params[model] = res.state.params
             outputs.append_jsonl(out / "metrics.jsonl",
                                  [{"model": model, "ft_seed": ft_seed, **r} for r in res.history])
@@ -323,9 +282,46 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
     outputs.write_text(out / "samples.md", samples_markdown(
         "Samples (fine-tuning seed and generation seed: the first ones)", ledes, samples, per,
         n_ledes=6))
-    summary = _summary_md(cfg, frame, info, effects, pair_stats, time.perf_counter() - t0)
+    summary = summary_md(cfg, frame, info, effects, pair_stats, time.perf_counter() - t0)
     outputs.write_text(out / "summary.md", summary)
-    _plot(frame, out / "markers.png")
+    plot(frame, out / "markers.png")
+    if not quiet:
+        print(summary)
+    return frame
+
+
+def combine(cfg, out: pathlib.Path, parts, data: pathlib.Path | None = None,
+            quiet: bool = False) -> pd.DataFrame:
+    """Merge runs of this config made with one fine-tuning seed each (separate processes,
+    `--set ft_seeds=K`): with sft_per_seed a seed's SFT, DPO and generations depend on its
+    own seed only, so the merge equals one run over all the seeds. Writes results.csv,
+    metrics.jsonl, summary.md, markers.png and config.json to `out`, samples.md from the
+    first part; the data preparation (pairs, weekday effects) is rerun, not trained."""
+    out, parts = pathlib.Path(out), [pathlib.Path(p) for p in parts]
+    frame = pd.concat([pd.read_csv(p / "results.csv") for p in parts], ignore_index=True)
+    if frame.duplicated(["model", "ft_seed", "gen_seed"]).any():
+        raise ValueError(f"combine: parts {[str(p) for p in parts]} repeat a (model, ft_seed, "
+                         "gen_seed) run")
+    cfg = dataclasses.replace(cfg, ft_seeds=tuple(int(k) for k in sorted(set(frame["ft_seed"]))),
+                              gen_seeds=tuple(int(k) for k in sorted(set(frame["gen_seed"]))))
+    data = None if data is None else pathlib.Path(data).absolute()
+    _, _, _, effects, pair_stats, _, _, info = setup(cfg, data, quiet)
+    info["n_generations"] = int(frame["n_generations"].min())
+    walls = [re.search(r"Wall time (\d+) s", (p / "summary.md").read_text()) for p in parts]
+    info["runs_note"] = ("merged from separate runs, one per fine-tuning seed (wall times "
+                         + ", ".join(f"{w.group(1)} s" if w else "?" for w in walls) + ")")
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.write_json(out / "config.json", {"replicate_monday": cfg, "info": info,
+                                             "sft": sft_config(cfg, 0),
+                                             "parts": [str(p) for p in parts]})
+    outputs.write_csv(out / "results.csv", frame)
+    outputs.write_text(out / "metrics.jsonl", "".join(
+        (p / "metrics.jsonl").read_text() for p in parts if (p / "metrics.jsonl").exists()))
+    if (parts[0] / "samples.md").exists():
+        shutil.copyfile(parts[0] / "samples.md", out / "samples.md")
+    summary = summary_md(cfg, frame, info, effects, pair_stats, float("nan"))
+    outputs.write_text(out / "summary.md", summary)
+    plot(frame, out / "markers.png")
     if not quiet:
         print(summary)
     return frame
@@ -338,13 +334,25 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--data", type=pathlib.Path, default=None,
                         help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
+    parser.add_argument("--combine", nargs="+", type=pathlib.Path, default=None, metavar="DIR",
+                        help="merge these runs (one fine-tuning seed each, same config) into "
+                             "--out instead of training")
+    parser.add_argument("--include-nonrandomised", action="store_true",
+                        help="keep Upworthy tests of the non-randomised window (test_week "
+                             "201325..201401), left out by default")
     args = parser.parse_args(argv)
-    return cli.resolve_config(args, PRESETS), args
+    cfg = cli.resolve_config(args, PRESETS)
+    if args.include_nonrandomised:
+        cfg = dataclasses.replace(cfg, include_nonrandomised=True)
+    return cfg, args
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
-    run(cfg, args.out, args.data, args.quiet)
+    if args.combine:
+        combine(cfg, args.out, args.combine, args.data, args.quiet)
+    else:
+        run(cfg, args.out, args.data, args.quiet)
 
 
 if __name__ == "__main__":
