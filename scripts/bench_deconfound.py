@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from dlm import cli, outputs
+from dlm.causal.design import drop_first_dummies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,12 +214,10 @@ def statsmodels_reference(a: dict, rows: int) -> float:
     """Seconds of statsmodels' binomial GLM (IRLS, dense drop-first dummies) on these rows."""
     import statsmodels.api as sm
 
-    from scripts.bench_estimator import _dummies
-
     la = a["log_audience"][:rows]
     X = np.hstack([np.ones((rows, 1)), a["phi"][:rows],
-                   _dummies(a["weekday"][:rows], len(a["levels"]["weekday"])),
-                   _dummies(a["week"][:rows], len(a["levels"]["week"])), (la - la.mean())[:, None]])
+                   drop_first_dummies(a["weekday"][:rows], len(a["levels"]["weekday"])),
+                   drop_first_dummies(a["week"][:rows], len(a["levels"]["week"])), (la - la.mean())[:, None]])
     t0 = time.perf_counter()
     sm.GLM(np.c_[a["s"][:rows], a["n"][:rows] - a["s"][:rows]], X,
            family=sm.families.Binomial()).fit()

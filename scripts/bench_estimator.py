@@ -27,6 +27,7 @@ import pandas as pd
 from dlm import cli, outputs
 from dlm.causal.crossfit import deconfound
 from dlm.causal.fit import EstimatorConfig, fit
+from dlm.causal.design import drop_first_dummies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,20 +69,14 @@ def _centred_rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean(((a - a.mean()) - (b - b.mean())) ** 2)))
 
 
-def _dummies(codes: np.ndarray, n_levels: int) -> np.ndarray:
-    """Drop-first one-hot columns, without levels that never occur (they would be all zero)."""
-    present = np.flatnonzero(np.bincount(codes, minlength=n_levels))[1:]
-    return (codes[:, None] == present[None, :]).astype(np.float64)
-
-
 def statsmodels_glm(log, text_NxF: np.ndarray) -> dict:
     """IRLS binomial GLM on the dense dummy design; g = its confounder part (centred later)."""
     import statsmodels.api as sm
 
     c = log.confounders
     la = c["log_audience"].values - c["log_audience"].values.mean()
-    wd = _dummies(c["weekday"].values, c["weekday"].n_levels)
-    wk = _dummies(c["week"].values, c["week"].n_levels)
+    wd = drop_first_dummies(c["weekday"].values, c["weekday"].n_levels)
+    wk = drop_first_dummies(c["week"].values, c["week"].n_levels)
     X = np.hstack([np.ones((len(log), 1)), text_NxF, wd, wk, la[:, None]])
     res = sm.GLM(np.c_[log.successes, log.trials - log.successes], X,
                  family=sm.families.Binomial()).fit()

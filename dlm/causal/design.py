@@ -333,3 +333,10 @@ def build_design(confounders: Mapping[str, Confounder], *, time_basis: str = "rw
         blocks.append(spec)
         start += size
     return ConfounderDesign(tuple(blocks), tuple(confounders), start, time_basis)
+
+
+def drop_first_dummies(codes: np.ndarray, n_levels: int) -> np.ndarray:
+    """Dense drop-first one-hot columns of integer codes, without levels that never occur
+    (they would be all zero): the design an outside GLM (statsmodels) is given."""
+    present = np.flatnonzero(np.bincount(codes, minlength=n_levels))[1:]
+    return (codes[:, None] == present[None, :]).astype(np.float64)
