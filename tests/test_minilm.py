@@ -14,6 +14,7 @@ from dlm.models.bert import BertConfig, BertEncoder, encode, l2_normalize, mean_
 from dlm.models.embedding_cache import (TextEmbedding, bucket_length, cached_embed, embed_ids,
                                         parse_options)
 from dlm.models.safetensors_np import read_safetensors
+from dlm.models.text_encoders import llm_representation
 
 REFERENCE = pathlib.Path(__file__).parent / "data" / "minilm_reference.npz"
 TINY = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
@@ -158,15 +159,25 @@ def test_cache_reads_second_call_and_computes_only_missing(tmp_path):
     assert cached_embed([], "toy|v1", compute, cache=tmp_path, dim=2).shape == (0, 2)
 
 
-def test_text_embedding_and_options(tmp_path):
-    rep = TextEmbedding("llm:toy", 1, "toy", lambda ts: np.array([[len(t)] for t in ts]), tmp_path)
-    assert rep.transform(["abc", "d"]).tolist() == [[3.0], [1.0]] and rep.feature_names is None
+def test_text_embedding_standardises_on_training_texts_and_options(tmp_path):
+    rep = TextEmbedding("llm:toy", 2, "toy", lambda ts: np.array([[len(t), 1.0] for t in ts]),
+                        tmp_path)
+    assert rep.transform(["abc", "d"]).tolist() == [[3.0, 1.0], [1.0, 1.0]] and rep.feature_names is None
+    rep.fit(["a", "abc", "a"])  # distinct texts: lengths 1, 3 -> mean 2, sd 1; constant column kept
+    np.testing.assert_allclose(rep.transform(["abcd", "ab"]), [[2.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="llm:toy: standardising needs at least 2"):
+        rep.fit(["a", "a"])
     assert parse_options("layer=3,pool=last", {"layer": 0, "pool": "mean"}) == {"layer": 3, "pool": "last"}
     assert parse_options(None, {"batch": 64}) == {"batch": 64}
     with pytest.raises(ValueError, match="unknown option 'depth=2'; known: layer="):
         parse_options("depth=2", {"layer": 0})
     with pytest.raises(ValueError, match="layer='x' is not a int"):
         parse_options("layer=x", {"layer": 0})
+    with pytest.raises(ValueError, match="unknown pretrained encoder llm:gpt5; known: llm:minilm, "
+                                         "llm:smollm2-135m"):
+        llm_representation("llm:gpt5")
+    with pytest.raises(ValueError, match="expected llm:NAME"):
+        llm_representation("ngram:64")
 
 
 def test_missing_wheel_names_the_install(monkeypatch):
@@ -213,3 +224,7 @@ def test_minilm_representation_is_cached(tmp_path):
     second = minilm.representation("batch=8", [], cache=tmp_path).transform(texts[::-1])
     assert model.calls == calls  # read from the disk cache
     np.testing.assert_array_equal(second, first[::-1])
+    fitted = minilm.representation(None, texts + ["A dog runs in the park."], cache=tmp_path)
+    z = fitted.transform(texts + ["A dog runs in the park."])
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+    assert model.calls == calls + 1  # only the new text was encoded

@@ -106,15 +106,34 @@ def embed_ids(ids: Sequence[Sequence[int]], dim: int, batch_size: int, run, pad_
 
 
 class TextEmbedding:
-    """A fixed (not fitted) text representation over a cached embedding function."""
+    """A fixed text representation over a cached encoder; `fit(texts)` standardises its
+    columns on those (training) texts, as the n-gram and trunk representations do, so a
+    reward head's penalty means the same across representations."""
 
     feature_names = None
 
     def __init__(self, spec: str, dim: int, key: str, embed, cache=None):
         self.spec, self.dim, self._key, self._embed, self._cache = spec, dim, key, embed, cache
+        self.mean_D = self.sd_D = None
+
+    def raw(self, texts: Sequence[str]) -> np.ndarray:
+        return cached_embed([str(t) for t in texts], self._key, self._embed, self._cache,
+                            dim=self.dim)
+
+    def fit(self, texts: Sequence[str]) -> "TextEmbedding":
+        H = self.raw(list(dict.fromkeys(map(str, texts))))
+        if len(H) < 2:
+            raise ValueError(f"{self.spec}: standardising needs at least 2 distinct training "
+                             f"texts, got {len(H)}")
+        sd = H.std(axis=0)
+        self.mean_D, self.sd_D = H.mean(axis=0), np.where(sd > 1e-8, sd, 1.0).astype(np.float32)
+        return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        return cached_embed(list(texts), self._key, self._embed, self._cache, dim=self.dim)
+        H = self.raw(texts)
+        return H if self.mean_D is None else ((H - self.mean_D) / self.sd_D).astype(np.float32)
+
+    __call__ = transform  # dlm.rewards' representations are callables
 
 
 def parse_options(option: str | None, allowed: dict) -> dict:

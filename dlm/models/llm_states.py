@@ -77,7 +77,8 @@ class DecoderStates:
 
 def representation(option: str | None, train_texts: Sequence[str] = (), *, seed: int = 0,
                    cache=None, **context) -> TextEmbedding:
-    """The "llm:smollm2-135m[:layer=L,pool=mean|last,...]" representation (nothing is fitted)."""
+    """The "llm:smollm2-135m[:layer=L,pool=mean|last,...]" representation, columns
+    standardised on `train_texts` (raw pooled states when none are given)."""
     opts = parse_options(option, _OPTIONS)
     states = DecoderStates(load_smollm2(cache=cache), opts["layer"], opts["pool"],
                            opts["batch"], opts["max_len"])
@@ -85,4 +86,5 @@ def representation(option: str | None, train_texts: Sequence[str] = (), *, seed:
     key = (f"{SMOLLM2}|{source.name}|{source.stat().st_size}|layer={states.layer}"
            f"|pool={states.pool}|max_len={states.max_len}")
     spec = f"llm:{SMOLLM2}" + (f":{option}" if option else "")
-    return TextEmbedding(spec, states.dim, key, states.embed, cache)
+    rep = TextEmbedding(spec, states.dim, key, states.embed, cache)
+    return rep.fit(train_texts) if len(train_texts) else rep

@@ -8,7 +8,7 @@ reader into dlm.models.bert, the tokenizer with `tokenizers`. Embeddings: mean p
 over the attention mask, L2 norm, 384 dims, as the model's sentence-transformers config.
 
 `representation(option, train_texts)` is the "llm:minilm" text representation (disk-cached
-by text hash, see dlm.models.embedding_cache).
+by text hash, see dlm.models.embedding_cache; columns standardised on the training texts).
 """
 from __future__ import annotations
 
@@ -128,10 +128,11 @@ def _load(folder: str) -> MiniLM:
 
 def representation(option: str | None, train_texts: Sequence[str] = (), *, seed: int = 0,
                    cache: str | None = None, **context) -> TextEmbedding:
-    """The "llm:minilm[:batch=B]" representation: 384-dim unit vectors (nothing is fitted)."""
+    """The "llm:minilm[:batch=B]" representation: 384-dim sentence embeddings, columns
+    standardised on `train_texts` (unit vectors as they are when none are given)."""
     opts = parse_options(option, {"batch": 64})
     model = load_minilm(cache)
     key = f"{MINILM}|{model.folder.name}|max_len={model.max_len}"
     spec = f"llm:{MINILM}" + (f":{option}" if option else "")
-    return TextEmbedding(spec, model.dim, key,
-                         lambda texts: model.embed(texts, opts["batch"]), cache)
+    rep = TextEmbedding(spec, model.dim, key, lambda texts: model.embed(texts, opts["batch"]), cache)
+    return rep.fit(train_texts) if len(train_texts) else rep
