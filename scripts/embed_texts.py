@@ -3,41 +3,51 @@
     python -m scripts.embed_texts --data ../shared/data/upworthy/upworthy_exploratory_dev.csv.gz \
         --spec llm:minilm --out runs/embed-minilm [--limit 1000]
 
---spec is "llm:minilm" or "llm:smollm2-135m[:layer=L,pool=mean|last,batch=B,max_len=T]".
-Vectors are cached under $DLM_CACHE/embeddings by text hash, so a second run (or a reward
-model using the same spec) reads them instead of running the encoder. --limit keeps the
-first N distinct headlines (in file order). Writes --out/timing.json (load and embedding
-seconds, counts) and prints it.
+--spec (= --set spec=...) is "llm:minilm" or
+"llm:smollm2-135m[:layer=L,pool=mean|last,batch=B,max_len=T]". Vectors are cached under
+$DLM_CACHE/embeddings by text hash, so a second run (or a reward model using the same spec)
+reads them instead of running the encoder. --limit N keeps the first N distinct headlines
+(file order; 0: all). Writes --out/timing.json (load and embedding seconds, counts) and
+config.json, and prints the timing.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
 
-import pandas as pd
+from dlm import cli, outputs
+from dlm.models.text_encoders import embed_headlines
 
-from dlm import outputs
-from dlm.data.upworthy import load_upworthy
-from dlm.models.pretrained import ModelNotAvailable
-from dlm.models.text_encoders import embed_timed
+
+@dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+    spec: str = "llm:minilm"
+    limit: int = 0
+
+
+PRESETS = {"quick": EmbedConfig(), "smollm2": EmbedConfig(spec="llm:smollm2-135m")}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_common_args(parser, PRESETS, default_preset="quick")
     parser.add_argument("--data", type=pathlib.Path, required=True, help="Upworthy archive")
-    parser.add_argument("--spec", default="llm:minilm", help="llm:NAME[:opts]")
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
+    parser.add_argument("--spec", default=None, help="llm:NAME[:opts] (sugar for --set spec=)")
     parser.add_argument("--limit", type=int, default=None, help="first N distinct headlines")
     args = parser.parse_args(argv)
-    texts = list(pd.unique(load_upworthy(args.data).content))[:args.limit]
+    sugar = [f"{k}={v}" for k, v in (("spec", args.spec), ("limit", args.limit)) if v is not None]
+    args.overrides = sugar + args.overrides
+    cfg = cli.resolve_config(args, PRESETS)
     try:
-        _, timing = embed_timed(texts, args.spec)
-    except (ModelNotAvailable, ValueError) as err:
+        _, timing = embed_headlines(args.data, cfg.spec, cfg.limit)
+    except (FileNotFoundError, ValueError) as err:  # incl. a missing model, a bad file
         print(f"embed_texts: {err}", file=sys.stderr)
         return 2
-    timing["data"] = str(args.data)
+    outputs.write_json(args.out / "config.json", {"preset": args.preset, "data": args.data,
+                                                  "config": cfg})
     outputs.write_json(args.out / "timing.json", timing)
     print(json.dumps(timing, indent=1))
     return 0
