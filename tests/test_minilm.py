@@ -133,10 +133,10 @@ def test_embed_ids_keeps_order_and_buckets_shapes():
 
     out = embed_ids(ids, 2, 3, run)
     assert out[:, 0].tolist() == [3, 20, 1, 7, 40, 2, 5]
-    assert out[:, 1].tolist() == [16, 32, 16, 32, 64, 16, 32]  # its batch's bucket
-    # sorted by length: (1,2,3) -> 16, (5,7,20) -> 32, (40,) -> 64 with 1 row padded to 1
-    assert shapes == [(3, 16), (3, 32), (1, 64)]
-    assert bucket_length(17) == 32 and bucket_length(600) == 600
+    assert out[:, 1].tolist() == [8, 24, 8, 24, 40, 8, 24]  # its batch's bucket
+    # sorted by length: (1,2,3) -> 8, (5,7,20) -> 24, (40,) -> 40 with 1 row padded to 1
+    assert shapes == [(3, 8), (3, 24), (1, 40)]
+    assert bucket_length(17) == 24 and bucket_length(65) == 96 and bucket_length(600) == 600
 
 
 def test_cache_reads_second_call_and_computes_only_missing(tmp_path):
