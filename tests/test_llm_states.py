@@ -15,7 +15,8 @@ CFG = PRESETS["tiny"]
 
 @pytest.fixture(scope="module")
 def loaded():
-    return pretrained.LoadedModel(CFG, init_params(CFG, jax.random.key(1)), ByteTokenizer())
+    params = jax.jit(init_params, static_argnums=0)(CFG, jax.random.key(1))  # jit: faster than eager
+    return pretrained.LoadedModel(CFG, params, ByteTokenizer())
 
 
 def _by_hand(loaded, text, n_layers):
