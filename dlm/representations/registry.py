@@ -69,7 +69,7 @@ def text_term(spec: str, texts: Sequence[str], *, seed: int = 0, **context) -> n
     texts, no outcomes) and applied to them, once per distinct text; None for "none"."""
     texts = texts_list(texts)
     uniq, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
-    rep = fit_representation(spec, list(uniq), seed=seed, **context)
+    rep = fit_representation(spec, texts, seed=seed, **context)   # as dlm.api fits it
     if rep.dim == 0:
         return None
     return np.asarray(rep.transform(list(uniq)), np.float32)[inverse.reshape(-1)]
@@ -92,9 +92,10 @@ def standardiser(H_NxD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(sd > 1e-8, sd, 1.0).astype(np.float32)
 
 
-def no_option(spec: str, option: str | None) -> None:
+def no_option(prefix: str, option: str | None) -> None:
     if option is not None:
-        raise ValueError(f"text representation {spec!r} takes no option after ':'")
+        raise ValueError(f"text representation '{prefix}:{option}': {prefix!r} takes no "
+                         "option after ':'")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
