@@ -104,7 +104,8 @@ PRESETS = {
                           n_ledes=6, max_new_tokens=12, max_heldout_stories=20),
     "quick": CompareConfig(),
     "full": CompareConfig(n_postings=100_000, seeds=5, representation="ngram-svd:128",
-                          policy_model="small", sft_steps=3000, sft_lr=1e-3, n_ledes=120, max_heldout_stories=600),
+                          policy_model="small", sft_steps=3000, sft_lr=1e-3, n_ledes=120,
+                          max_heldout_stories=600),
 }
 
 

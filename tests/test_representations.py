@@ -99,6 +99,7 @@ def test_transform_shapes_and_dtypes():
     X = fit_representation("ngram:32:sparse", TEXTS).transform(NEW)
     assert scipy.sparse.issparse(X) and X.shape == (2, 32)
     np.testing.assert_array_equal(X.toarray(), fit_representation("ngram:32", TEXTS).transform(NEW))
+    np.testing.assert_array_equal(text_term("ngram:32:sparse", NEW), text_term("ngram:32", NEW))
 
 
 def test_feature_names():

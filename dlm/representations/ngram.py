@@ -118,7 +118,8 @@ class NgramSVD:
         return cls(proj, mean, sd, n_features, tuple(ngram_range), spec or f"ngram-svd:{dim}")
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        X = hashed_ngrams(texts_list(texts), n_features=self.n_features, ngram_range=self.ngram_range)
+        X = hashed_ngrams(texts_list(texts), n_features=self.n_features,
+                          ngram_range=self.ngram_range)
         return (np.asarray(X @ self.projection_FxD, np.float32) - self.mean_D) / self.sd_D
 
     __call__ = transform

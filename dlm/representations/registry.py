@@ -1,4 +1,4 @@
-"""The registry: spec prefix -> builder(option, train_texts, *, seed, **context) -> representation."""
+"""The registry: spec prefix -> builder(option, train_texts, *, seed, **context) -> rep."""
 from __future__ import annotations
 
 import dataclasses
@@ -72,7 +72,9 @@ def text_term(spec: str, texts: Sequence[str], *, seed: int = 0, **context) -> n
     rep = fit_representation(spec, texts, seed=seed, **context)   # as dlm.api fits it
     if rep.dim == 0:
         return None
-    return np.asarray(rep.transform(list(uniq)), np.float32)[inverse.reshape(-1)]
+    H = rep.transform(list(uniq))
+    H = H.toarray() if hasattr(H, "toarray") else H       # "ngram:D:sparse": the fit is dense
+    return np.asarray(H, np.float32)[inverse.reshape(-1)]
 
 
 def positive_int(spec: str, option: str | None, default: int) -> int:
