@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dlm.data.batching import encode_texts
 from dlm.data.tokenizer import ByteTokenizer
 from dlm.models import pretrained
 from dlm.models.decoder import PRESETS, Decoder, init_params
@@ -24,14 +25,15 @@ def _by_hand(loaded, text, n_layers):
     import dataclasses
 
     cfg = dataclasses.replace(CFG, n_layers=n_layers)
-    ids = jnp.array([loaded.tokenizer.encode(text)])
+    tokens, lengths = encode_texts(loaded.tokenizer, [text], 64)  # BOS text EOS
+    ids = jnp.array(tokens[:, :lengths[0]])
     h, _ = Decoder(cfg).apply({"params": truncate_params(loaded.params, n_layers)}, ids,
                               method=Decoder.hidden)
     return np.asarray(h[0])
 
 
 def test_mean_and_last_pooling_match_unpadded_states(loaded):
-    texts = ["hi", "a longer text here", "mid text"]  # batched together, padded to 32
+    texts = ["hi", "a longer text here", "mid text"]  # batched together, padded to 24
     h = [_by_hand(loaded, t, 1) for t in texts]
     mean = DecoderStates(loaded, 1, "mean", 4, 64).embed(texts)
     last = DecoderStates(loaded, 1, "last", 4, 64).embed(texts)
@@ -44,10 +46,15 @@ def test_mean_and_last_pooling_match_unpadded_states(loaded):
 def test_truncation_empty_text_and_bad_options(loaded):
     s = DecoderStates(loaded, 0, "mean", 4, max_len=5)
     assert s.layer == CFG.n_layers and s.dim == CFG.d_model
-    assert s.tokenize(["abcdefgh", ""]) == [loaded.tokenizer.encode("abcde"), [loaded.tokenizer.eos_id]]
+    tok = loaded.tokenizer
+    # BOS text EOS, cut to 5 tokens keeping the EOS (encode_texts' layout)
+    assert s.tokenize(["abcdefgh", ""]) == [[tok.bos_id, *tok.encode("abc"), tok.eos_id],
+                                            [tok.bos_id, tok.eos_id]]
     assert truncate_params(loaded.params, 1).keys() == {k for k in loaded.params if k != "blocks_1"}
     with pytest.raises(ValueError, match="layer=3 outside 1..2"):
         DecoderStates(loaded, 3, "mean", 4, 64)
+    with pytest.raises(ValueError, match="max_len=2 < 3"):
+        DecoderStates(loaded, 1, "mean", 4, 2)
     with pytest.raises(ValueError, match="pool='max'; known: mean, last"):
         DecoderStates(loaded, 1, "max", 4, 64)
 

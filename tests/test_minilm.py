@@ -135,8 +135,8 @@ def test_embed_ids_keeps_order_and_buckets_shapes():
     out = embed_ids(ids, 2, 3, run)
     assert out[:, 0].tolist() == [3, 20, 1, 7, 40, 2, 5]
     assert out[:, 1].tolist() == [8, 24, 8, 24, 40, 8, 24]  # its batch's bucket
-    # sorted by length: (1,2,3) -> 8, (5,7,20) -> 24, (40,) -> 40 with 1 row padded to 1
-    assert shapes == [(3, 8), (3, 24), (1, 40)]
+    # sorted by length: (1,2,3) -> 8, (5,7,20) -> 24, (40,) -> 40 padded to the full batch
+    assert shapes == [(3, 8), (3, 24), (3, 40)]
     assert bucket_length(17) == 24 and bucket_length(65) == 96 and bucket_length(600) == 600
 
 
@@ -225,7 +225,25 @@ def test_minilm_representation_is_cached(tmp_path):
     second = minilm.representation("batch=8", [], cache=tmp_path).transform(texts[::-1])
     assert model.calls == calls  # read from the disk cache
     np.testing.assert_array_equal(second, first[::-1])
-    fitted = minilm.representation(None, texts + ["A dog runs in the park."], cache=tmp_path)
+    fitted = minilm.representation("std=1", texts + ["A dog runs in the park."], cache=tmp_path)
     z = fitted.transform(texts + ["A dog runs in the park."])
     np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
     assert model.calls == calls + 1  # only the new text was encoded
+
+
+def test_registry_routes_llm_specs_to_the_encoders(monkeypatch, tmp_path):
+    from dlm.models import text_encoders
+    from dlm.representations import fit_representation
+
+    got = {}
+
+    def toy(option, train_texts=(), *, seed=0, **context):
+        got.update(option=option, train=list(train_texts))
+        rep = TextEmbedding("llm:toy", 1, "toy", lambda ts: np.array([[len(t)] for t in ts]),
+                            tmp_path)
+        return rep.fit(train_texts)
+
+    monkeypatch.setitem(text_encoders.ENCODERS, "toy", toy)
+    rep = fit_representation("llm:toy:layer=3", ["ab", "abcd"], trunk=None)
+    assert got == {"option": "layer=3", "train": ["ab", "abcd"]}
+    np.testing.assert_allclose(rep.transform(["abc", "abcd"]), [[0.0], [1.0]])  # (len-3)/1

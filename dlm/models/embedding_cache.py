@@ -12,7 +12,6 @@ text representation over a cached encoder (`TextEmbedding`) and "k=v,..." spec o
 from __future__ import annotations
 
 import hashlib
-import json
 import pathlib
 import uuid
 from typing import Callable, Sequence
@@ -74,13 +73,6 @@ def cached_embed(texts: Sequence[str], key: str, compute: Callable[[list[str]], 
     return np.stack([found[h] for h in hashes]).astype(np.float32)
 
 
-def describe(folder: pathlib.Path) -> dict:
-    """Shard count and number of cached texts (for a script's timing report)."""
-    key = json.loads((folder / "key.json").read_text())["key"] if (folder / "key.json").is_file() else None
-    return {"key": key, "folder": str(folder), "shards": len(list(folder.glob("shard-*.npz"))),
-            "texts": len(_load(folder)) if folder.is_dir() else 0}
-
-
 def bucket_length(n: int, buckets: Sequence[int] = _BUCKETS) -> int:
     return next((b for b in buckets if b >= n), n)
 
@@ -90,16 +82,16 @@ def embed_ids(ids: Sequence[Sequence[int]], dim: int, batch_size: int, run, pad_
     """Batch token-id lists by length for `run(ids_BxL, mask_BxL) -> [B, dim]`.
 
     Texts are sorted by length and right-padded to a bucket length; a short last batch is
-    padded with empty rows up to a power of two, so jit sees few distinct shapes.
+    padded with empty rows to the full batch, so jit sees one shape per bucket (and a row's
+    numbers do not depend on how many texts came with it).
     """
     out = np.zeros((len(ids), dim), np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         L = bucket_length(max(len(ids[i]) for i in rows), buckets)
-        B = batch_size if len(rows) == batch_size else 1 << (len(rows) - 1).bit_length()
-        tok = np.full((B, L), pad_id, np.int32)
-        mask = np.zeros((B, L), np.int32)
+        tok = np.full((batch_size, L), pad_id, np.int32)
+        mask = np.zeros((batch_size, L), np.int32)
         for j, i in enumerate(rows):
             tok[j, :len(ids[i])] = ids[i]
             mask[j, :len(ids[i])] = 1
@@ -109,8 +101,7 @@ def embed_ids(ids: Sequence[Sequence[int]], dim: int, batch_size: int, run, pad_
 
 class TextEmbedding:
     """A fixed text representation over a cached encoder; `fit(texts)` standardises its
-    columns on those (training) texts, as the n-gram and trunk representations do, so a
-    reward head's penalty means the same across representations."""
+    columns on those (training) texts (the specs' std=1)."""
 
     feature_names = None
 
@@ -149,5 +140,6 @@ def parse_options(option: str | None, allowed: dict) -> dict:
         try:
             out[name] = type(allowed[name])(value)
         except ValueError:
-            raise ValueError(f"option {name}={value!r} is not a {type(allowed[name]).__name__}") from None
+            kind = type(allowed[name]).__name__
+            raise ValueError(f"option {name}={value!r} is not a {kind}") from None
     return out

@@ -1,11 +1,13 @@
 """Frozen hidden states of SmolLM2-135M as a text representation ("llm:smollm2-135m").
 
-Options "layer=L,pool=mean|last,batch=B,max_len=T": the residual stream after the first L
-decoder blocks (default: all 30), passed through the model's final RMSNorm (the same
-per-token normalisation the last layer's states get), pooled by the mean over real tokens
-or the last real token. Texts are encoded without special tokens and truncated to T
-tokens; an empty text is read as the single end-of-turn token. Batched, jit-compiled per
-(batch, bucket length), cached on disk by text hash like "llm:minilm".
+Options "layer=L,pool=mean|last,batch=B,max_len=T,std=0|1": the residual stream after the
+first L decoder blocks (default: all 30), passed through the model's final RMSNorm (the same
+per-token normalisation the last layer's states get), pooled by the mean over the tokens or
+the last one. Each text is read as BOS text EOS cut to T tokens (default 40; EOS kept), as
+dlm.data.batching.encode_texts lays out reward-model inputs, so the default spec gives the
+numbers of the earlier realdata featuriser. std=1 standardises columns on the training
+texts. Batched, jit-compiled per (batch, bucket length), cached on disk by text hash like
+"llm:minilm".
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from dlm.models.embedding_cache import TextEmbedding, embed_ids, parse_options
 from dlm.models.pretrained import SMOLLM2, load_smollm2, smollm2_gguf_path
 
 POOLS = ("mean", "last")
-_OPTIONS = {"layer": 0, "pool": "mean", "batch": 32, "max_len": 128}  # layer 0: the last
+# layer 0: the last; batch/max_len 0: the context's llm_batch/llm_max_len, else 32/40
+_OPTIONS = {"layer": 0, "pool": "mean", "batch": 0, "max_len": 0, "std": 0}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -51,6 +54,8 @@ class DecoderStates:
         cfg, params, self.tokenizer = loaded
         if not 0 <= layer <= cfg.n_layers:
             raise ValueError(f"layer={layer} outside 1..{cfg.n_layers} (0 means the last)")
+        if max_len < 3:
+            raise ValueError(f"max_len={max_len} < 3 (BOS, one token, EOS)")
         if pool not in POOLS:
             raise ValueError(f"pool={pool!r}; known: {', '.join(POOLS)}")
         self.layer = layer or cfg.n_layers
@@ -64,7 +69,8 @@ class DecoderStates:
         return self.cfg.d_model
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return [self.tokenizer.encode(t)[:self.max_len] or [self.tokenizer.eos_id] for t in texts]
+        tok = self.tokenizer
+        return [[tok.bos_id, *tok.encode(t)[:self.max_len - 2], tok.eos_id] for t in texts]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return embed_ids(self.tokenize(texts), self.dim, self.batch, self._run,
@@ -76,15 +82,16 @@ class DecoderStates:
 
 
 def representation(option: str | None, train_texts: Sequence[str] = (), *, seed: int = 0,
-                   cache=None, **context) -> TextEmbedding:
-    """The "llm:smollm2-135m[:layer=L,pool=mean|last,...]" representation, columns
-    standardised on `train_texts` (raw pooled states when none are given)."""
+                   cache=None, llm_batch: int = 32, llm_max_len: int = 40,
+                   **context) -> TextEmbedding:
+    """The "llm:smollm2-135m[:layer=L,pool=mean|last,...]" representation (std=1: columns
+    standardised on `train_texts`)."""
     opts = parse_options(option, _OPTIONS)
     states = DecoderStates(load_smollm2(cache=cache), opts["layer"], opts["pool"],
-                           opts["batch"], opts["max_len"])
+                           opts["batch"] or llm_batch, opts["max_len"] or llm_max_len)
     source = smollm2_gguf_path()
     key = (f"{SMOLLM2}|{source.name}|{source.stat().st_size}|layer={states.layer}"
-           f"|pool={states.pool}|max_len={states.max_len}")
+           f"|pool={states.pool}|bos-text-eos|max_len={states.max_len}")
     spec = f"llm:{SMOLLM2}" + (f":{option}" if option else "")
     rep = TextEmbedding(spec, states.dim, key, states.embed, cache)
-    return rep.fit(train_texts) if len(train_texts) else rep
+    return rep.fit(train_texts) if opts["std"] else rep

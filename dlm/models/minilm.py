@@ -8,7 +8,7 @@ reader into dlm.models.bert, the tokenizer with `tokenizers`. Embeddings: mean p
 over the attention mask, L2 norm, 384 dims, as the model's sentence-transformers config.
 
 `representation(option, train_texts)` is the "llm:minilm" text representation (disk-cached
-by text hash, see dlm.models.embedding_cache; columns standardised on the training texts).
+by text hash, see dlm.models.embedding_cache; std=1 standardises columns on the training texts).
 """
 from __future__ import annotations
 
@@ -42,10 +42,12 @@ def minilm_zip_path() -> pathlib.Path:
     try:
         dist = importlib.metadata.distribution(_DIST)
     except importlib.metadata.PackageNotFoundError:
-        raise ModelNotAvailable(f"llm:{MINILM} needs the PyPI package {_DIST}: {INSTALL_HINT}") from None
+        raise ModelNotAvailable(f"llm:{MINILM} needs the PyPI package {_DIST}: "
+                                f"{INSTALL_HINT}") from None
     path = pathlib.Path(dist.locate_file(_ZIP))
     if not path.is_file():
-        raise ModelNotAvailable(f"{_DIST} is installed but {path} is missing; reinstall: {INSTALL_HINT}")
+        raise ModelNotAvailable(f"{_DIST} is installed but {path} is missing; "
+                                f"reinstall: {INSTALL_HINT}")
     return path
 
 
@@ -127,12 +129,13 @@ def _load(folder: str) -> MiniLM:
 
 
 def representation(option: str | None, train_texts: Sequence[str] = (), *, seed: int = 0,
-                   cache: str | None = None, **context) -> TextEmbedding:
-    """The "llm:minilm[:batch=B]" representation: 384-dim sentence embeddings, columns
-    standardised on `train_texts` (unit vectors as they are when none are given)."""
-    opts = parse_options(option, {"batch": 64})
+                   cache: str | None = None, llm_batch: int = 64, **context) -> TextEmbedding:
+    """The "llm:minilm[:batch=B,std=0|1]" representation: 384-dim unit-norm sentence
+    embeddings (std=1: columns standardised on `train_texts`)."""
+    opts = parse_options(option, {"batch": 0, "std": 0})  # batch 0: the context's llm_batch
     model = load_minilm(cache)
     key = f"{MINILM}|{model.folder.name}|max_len={model.max_len}"
     spec = f"llm:{MINILM}" + (f":{option}" if option else "")
-    rep = TextEmbedding(spec, model.dim, key, lambda texts: model.embed(texts, opts["batch"]), cache)
-    return rep.fit(train_texts) if len(train_texts) else rep
+    batch = opts["batch"] or llm_batch
+    rep = TextEmbedding(spec, model.dim, key, lambda texts: model.embed(texts, batch), cache)
+    return rep.fit(train_texts) if opts["std"] else rep

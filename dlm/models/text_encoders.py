@@ -1,9 +1,9 @@
 """The pretrained text encoders behind "llm:NAME[:opts]" specs, and timed embedding.
 
 NAME is "minilm" (all-MiniLM-L6-v2 sentence embeddings, dlm.models.minilm) or
-"smollm2-135m" (SmolLM2's frozen states, dlm.models.llm_states). Both are frozen encoders (only
-a column standardisation is fitted on the training texts) and cache their vectors on disk
-by text hash.
+"smollm2-135m" (SmolLM2's frozen states, dlm.models.llm_states). Both are frozen encoders
+(nothing is fitted unless the option std=1 asks for columns standardised on the training
+texts) and cache their vectors on disk by text hash.
 `llm_builder` has the representation registry's builder signature for the prefix "llm".
 """
 from __future__ import annotations
@@ -21,6 +21,9 @@ ENCODERS = {minilm.MINILM: minilm.representation, "smollm2-135m": llm_states.rep
 def llm_builder(option: str | None, train_texts: Sequence[str] = (), *, seed: int = 0, **context):
     """option "NAME[:k=v,...]" -> a representation with .spec, .dim, .feature_names, .transform."""
     name, _, opts = (option or "").partition(":")
+    if not name:
+        raise ValueError("text representation 'llm:NAME' needs a model name: "
+                         f"{', '.join('llm:' + n for n in ENCODERS)}")
     if name not in ENCODERS:
         raise ValueError(f"unknown pretrained encoder llm:{name}; known: "
                          f"{', '.join('llm:' + n for n in ENCODERS)}")

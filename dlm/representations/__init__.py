@@ -12,7 +12,9 @@ Specs (available_representations() lists the registered ones):
   ngram-svd:D   hashed n-grams projected on their top D singular directions of the training
                 texts, standardised (default 128)
   trunk         mean-pooled states of a decoder trunk; context trunk=(params, cfg, tokenizer)
-  llm:NAME      mean-pooled frozen states of a pretrained model (dlm.models.pretrained)
+  llm:NAME[:o]  a frozen pretrained encoder (dlm.models.text_encoders; std=1 standardises):
+                llm:minilm (all-MiniLM-L6-v2 sentence embeddings), llm:smollm2-135m[:layer=L,
+                pool=mean|last] (SmolLM2 states); vectors cached on disk by text hash
   phi           the simulated world's features: registered by `import sims.featurise`
 
 Every user (the estimator's text term, the reward heads, the Python API, the scripts) takes
@@ -23,8 +25,8 @@ from dlm.representations.registry import (DEFAULT_TEXT_SPEC, Features, Represent
                                           available_representations, fit_representation,
                                           register_representation, text_term)
 from dlm.representations.ngram import HashedNgrams, NgramSVD, gram_counts, ngram_names
-from dlm.representations.trunk import LLMStates, TrunkStates
+from dlm.representations.trunk import TrunkStates
 
 __all__ = ["DEFAULT_TEXT_SPEC", "Features", "Representation", "available_representations",
            "fit_representation", "register_representation", "text_term", "HashedNgrams",
-           "NgramSVD", "gram_counts", "ngram_names", "LLMStates", "TrunkStates"]
+           "NgramSVD", "gram_counts", "ngram_names", "TrunkStates"]

@@ -1,5 +1,6 @@
 """Decoder states as representations: "trunk" (a given decoder, e.g. the SFT policy) and
-"llm:NAME" (a frozen pretrained model from dlm.models.pretrained)."""
+"llm:NAME[:opts]" (frozen pretrained encoders, dlm.models.text_encoders: llm:minilm,
+llm:smollm2-135m[:layer=L,pool=mean|last]; disk-cached by text hash)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ import numpy as np
 from dlm.data.batching import encode_texts
 from dlm.data.tokenizer import Tokenizer
 from dlm.models.decoder import Decoder, DecoderConfig
+from dlm.models.text_encoders import llm_builder
 from dlm.representations.registry import (no_option, register_representation, standardiser,
                                           texts_list)
 
@@ -72,46 +74,6 @@ class TrunkStates:
     __call__ = transform
 
 
-class LLMStates:
-    """Frozen pretrained LM states (dlm.models.pretrained): the mean of the final hidden
-    states over each text's tokens -> dense [N, D]. Every distinct text is encoded once,
-    in batches of similar length (padded to a multiple of 8, so a few compilations)."""
-
-    feature_names = None
-
-    def __init__(self, name: str, batch_size: int = 64, max_len: int = 40):
-        from dlm.models.pretrained import load_model
-
-        self.spec, self.batch_size, self.max_len = f"llm:{name}", batch_size, max_len
-        self.cfg, self.params, self.tok = load_model(name)
-        self.dim = self.cfg.d_model
-        cfg = self.cfg
-
-        @jax.jit
-        def pooled(params, tokens_BxL, lengths_B):       # params as an argument, not a constant
-            h_BxLxD, _ = Decoder(cfg).apply({"params": params}, tokens_BxL, method=Decoder.hidden)
-            mask = (jnp.arange(tokens_BxL.shape[1])[None] < lengths_B[:, None]).astype(jnp.float32)
-            return (h_BxLxD.astype(jnp.float32) * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-
-        self._pooled, self._cache = pooled, {}
-
-    def transform(self, texts: Sequence[str]) -> np.ndarray:
-        texts, cache, tok = texts_list(texts), self._cache, self.tok
-        todo = [t for t in dict.fromkeys(texts) if t not in cache]
-        n_tok = {t: len(tok.encode(t)) + 2 for t in todo}            # + BOS, EOS
-        todo.sort(key=n_tok.get)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            width = min(self.max_len, -(-max(n_tok[t] for t in chunk) // 8) * 8)
-            tokens, lengths = encode_texts(tok, chunk + [""] * (self.batch_size - len(chunk)), width)
-            for t, v in zip(chunk, np.asarray(self._pooled(self.params, tokens, lengths))):
-                cache[t] = v
-        return (np.stack([cache[t] for t in texts]).astype(np.float32) if texts
-                else np.zeros((0, self.dim), np.float32))
-
-    __call__ = transform
-
-
 def _trunk(option, train_texts, *, seed=0, trunk=None, **_):
     no_option("trunk", option)
     if trunk is None:
@@ -119,12 +81,6 @@ def _trunk(option, train_texts, *, seed=0, trunk=None, **_):
     return TrunkStates(*trunk).fit(train_texts)
 
 
-def _llm(option, train_texts, *, seed=0, llm_batch: int = 64, llm_max_len: int = 40, **_):
-    if not option:
-        raise ValueError("text representation 'llm:NAME' needs a model name, e.g. "
-                         "'llm:smollm2-135m'")
-    return LLMStates(option, llm_batch, llm_max_len)
-
-
 register_representation("trunk", _trunk)
-register_representation("llm", _llm, "llm:NAME")
+# pretrained encoders (all-MiniLM-L6-v2, SmolLM2-135M states): dlm.models.text_encoders
+register_representation("llm", llm_builder, "llm:NAME")
