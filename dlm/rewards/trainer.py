@@ -34,6 +34,7 @@ import numpy as np
 from dlm.rewards.encoding import ConfounderEncoder
 from dlm.rewards.methods import RewardMethod, Targets, get_method
 from dlm.rewards.stacking import host_data, pad_to_common, row_stream, stack
+from dlm.train.loop import step_loop
 from dlm.train.losses import reward_regression
 from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
 from dlm.train.step import TrainState, make_train_step
@@ -277,17 +278,27 @@ def _train_group(backbone, runner, method, name, data_S, cfg, strengths, seeds, 
     strength_K = jnp.asarray([0.0 if s is None else s for s in strengths], jnp.float32)
     seed_S = jnp.asarray(seeds, jnp.uint32)
     streams = [row_stream(n, min(cfg.batch_size, n), seed) for seed in seeds]
-    logged = set(range(cfg.log_every, cfg.steps + 1, max(cfg.log_every, 1))) | {cfg.steps}
+    chunks = _chunks(cfg)
     finals = [[] for _ in seeds]
-    for start, stop in _chunks(cfg):
-        rows_TxSxB = np.stack([[rows(s) for rows in streams] for s in range(start, stop)])
-        state, metrics = run(state, data_S, rows_TxSxB, strength_K, seed_S)
-        if stop in logged:
-            metrics = jax.device_get(metrics)
-            for i, seed in enumerate(seeds):
-                finals[i] = _per_value(jax.tree.map(lambda a: a[i], metrics), K)
-                history += [{"seed": seed, "method": name, "strength": st, "step": stop, **f}
-                            for st, f in zip(strengths, finals[i])]
+
+    def rows_of_chunk(c, state):
+        start, stop = chunks[c]
+        return np.stack([[rows(s) for rows in streams] for s in range(start, stop)])
+
+    def on_log(done, state, metrics):         # at the end of every logged chunk
+        stop = chunks[done - 1][1]
+        for i, seed in enumerate(seeds):
+            finals[i] = _per_value(jax.tree.map(lambda a: a[i], metrics), K)
+            history.extend({"seed": seed, "method": name, "strength": st, "step": stop, **f}
+                           for st, f in zip(strengths, finals[i]))
+
+    # one step_loop call per chunk of steps (a lax.scan); each chunk ends at a log point,
+    # or, without scan, chunks are single steps logged every log_every. No finite check: a
+    # diverging knob value must not stop the others (the tables report it).
+    state = step_loop(state, lambda st, rows, rng: run(st, data_S, rows, strength_K, seed_S),
+                      rows_of_chunk, len(chunks), lambda c: None,
+                      log_every=1 if cfg.scan else cfg.log_every, on_log=on_log,
+                      check_finite=False)
     return state.params, finals
 
 
