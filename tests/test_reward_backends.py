@@ -128,3 +128,27 @@ def test_frozen_smollm2_states_learn_a_preference():
         "experimental", np.array([b + "!" for b in base[:48]]), np.array(base[:48]),
         np.arange(48) >= 40)
     assert P.pair_auc(score([b + "!" for b in base[48:]]), score(base[48:])) > 0.9
+
+
+def test_train_reward_fits_the_experimental_pairwise_loss_on_a_frozen_representation():
+    from dlm.rewards import TrainerConfig, train_reward
+
+    # features: [causal, noise]; every group pits x against x + the causal feature
+    rng = np.random.default_rng(0)
+    n = 40
+    text = [t for i in range(n) for t in (f"b{i}", f"w{i}")]
+    feats = {t: np.array([t[0] == "w", rng.normal()], np.float32) for t in text}
+    clicks = np.tile([10.0, 30.0], n)                   # the "w" arm wins every group
+    log = grouped_log(np.repeat(np.arange(n), 2).tolist(), text, clicks)
+    targets = METHODS["experimental"].target_fn(MethodContext(log, experiment=log))
+    assert len(targets.pairs[0]) == n
+    hist = []
+    (reward,) = train_reward("experimental", targets, lambda ts: np.stack([feats[t] for t in ts]),
+                             TrainerConfig(steps=60, batch_size=16, lr=5e-2, log_every=20),
+                             history=hist)
+    s = reward(text)
+    assert pairwise_loss(s, targets) < 0.5 * math.log(2)   # from log 2 at the start
+    assert hist[-1]["pair_accuracy"] == 1.0 and [h["step"] for h in hist] == [20, 40, 60]
+    with pytest.raises(ValueError, match="needs the Targets' pairs"):
+        train_reward("experimental", METHODS["naive"].target_fn(MethodContext(log)),
+                     lambda ts: np.stack([feats[t] for t in ts]))
