@@ -307,8 +307,6 @@ def invariant_penalty(out: dict, batch: dict, strength) -> tuple[jax.Array, dict
 
 
 METHODS: dict[str, RewardMethod] = {
-    "experimental": RewardMethod(experimental_targets, loss="pairwise", needs_experiment=True),
-    "experimental_ctr": RewardMethod(experimental_ctr_targets, needs_experiment=True),
     "oracle": RewardMethod(oracle_targets),
     "naive": RewardMethod(naive_targets),
     "conditioned": RewardMethod(naive_targets, uses_confounders=True),
@@ -316,6 +314,8 @@ METHODS: dict[str, RewardMethod] = {
     "odin": RewardMethod(naive_targets, odin_penalty, two_heads=True, knob=DEFAULT_KNOB),
     "invariant": RewardMethod(naive_targets, invariant_penalty, knob=DEFAULT_KNOB),
     "deconfoundlm": RewardMethod(deconfoundlm_targets),
+    "experimental": RewardMethod(experimental_targets, loss="pairwise", needs_experiment=True),
+    "experimental_ctr": RewardMethod(experimental_ctr_targets, needs_experiment=True),
 }
 
 
