@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the tests of the likely non-randomised window (test_week "
                              "201325..201401) as experimental data (default: left out)")
     parser.add_argument("--representations", default=None,
-                        help=f"comma list from {', '.join(U.REPRESENTATIONS)} "
-                             "(default: the preset's)")
+                        help=f"comma list from {', '.join(U.REPRESENTATIONS)} or "
+                             "dlm.representations specs (default: the preset's)")
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("--data PATH is required: this script compares reward models on the real "
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, representations=cfg.representations + (cfg.model,))
     t0 = time.perf_counter()
     try:                       # bad input: one clear line, no traceback, nothing written
-        U.check_representations(cfg.representations)
+        U.check_representations(cfg.representations, cfg)
         log, eval_log = U.load_inputs(args.data, args.eval_data)
         result = U.run(cfg, log, eval_log, progress=sys.stderr.isatty())
     except (LogValidationError, ValueError) as err:

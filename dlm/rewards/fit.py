@@ -2,7 +2,7 @@
 
     ctx = MethodContext(obs_log, val=obs_val, experiment=arms, experiment_val=arms_val)
     targets = {m: METHODS[m].target_fn(ctx) for m in ("experimental", "naive", ...)}
-    scorers = fit_scorers(targets, LinearBackend(ngram_featuriser()))   # or TrunkBackend
+    scorers = fit_scorers(targets, LinearBackend(fit_representation("ngram:16384:sparse", texts)))
 
 The backend (dlm.rewards.linear.LinearBackend: exact ridge / linear Bradley-Terry on a
 frozen representation; dlm.rewards.trunk.TrunkBackend: the byte-level trunk trained by

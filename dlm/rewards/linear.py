@@ -5,7 +5,8 @@ validation rows by the method's own loss.
 A backend turns one method's Targets into a scorer texts -> rewards
 (dlm.rewards.fit.fit_scorer): regress(...) for the regression methods, compare(...) for
 the pairwise one. TrunkBackend (dlm.rewards.trunk) trains the byte-level trunk instead.
-The featurisers (hashed n-grams, frozen LLM states) are the Upworthy comparison's.
+The representation is any texts -> [N, D] callable, e.g. a dlm.representations spec
+fitted on the training texts ("ngram:16384:sparse", "llm:smollm2-135m").
 """
 from __future__ import annotations
 
@@ -97,46 +98,3 @@ class LinearBackend:
         model = self._select(method, fit_on, lambda m: bt_loss(
             m(X[a[val]]), m(X[b[val]])), val)
         return lambda new_texts: model(self.featurise(list(new_texts)))
-
-
-def ngram_featuriser(n_features: int = 2 ** 14, ngram_range: tuple[int, int] = (1, 2)):
-    """Hashed word n-grams (sparse, l2-normalised rows): the linear baseline's h(X)."""
-    from dlm.data.ngrams import hashed_ngrams
-
-    return lambda texts: hashed_ngrams(texts, n_features=n_features, ngram_range=tuple(ngram_range))
-
-
-def llm_featuriser(name: str, batch_size: int = 64, max_len: int = 40):
-    """Frozen pretrained LM states (dlm.models.pretrained): the mean of the final hidden
-    states over each text's tokens -> dense [N, D]. Every distinct text is encoded once,
-    in batches of similar length (padded to a multiple of 8, so a few compilations)."""
-    import jax
-    import jax.numpy as jnp
-
-    from dlm.data.batching import encode_texts
-    from dlm.models.decoder import Decoder
-    from dlm.models.pretrained import load_model
-
-    cfg, params, tok = load_model(name)
-
-    @jax.jit
-    def pooled(params, tokens_BxL, lengths_B):       # params as an argument, not a constant
-        h_BxLxD, _ = Decoder(cfg).apply({"params": params}, tokens_BxL, method=Decoder.hidden)
-        mask = (jnp.arange(tokens_BxL.shape[1])[None] < lengths_B[:, None]).astype(jnp.float32)
-        return (h_BxLxD.astype(jnp.float32) * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-
-    cache: dict[str, np.ndarray] = {}
-
-    def featurise(texts):
-        texts = [str(t) for t in texts]
-        todo = [t for t in dict.fromkeys(texts) if t not in cache]
-        n_tok = {t: len(tok.encode(t)) + 2 for t in todo}            # + BOS, EOS
-        todo.sort(key=n_tok.get)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            width = min(max_len, -(-max(n_tok[t] for t in chunk) // 8) * 8)
-            tokens, lengths = encode_texts(tok, chunk + [""] * (batch_size - len(chunk)), width)
-            for t, v in zip(chunk, np.asarray(pooled(params, tokens, lengths))):
-                cache[t] = v
-        return np.stack([cache[t] for t in texts]) if texts else np.zeros((0, cfg.d_model))
-    return featurise
