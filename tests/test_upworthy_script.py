@@ -254,3 +254,14 @@ def test_real_development_file(upworthy_path, tmp_path):
     assert res.n_pairs.iloc[0] > 500                      # ~900 at the default split
     assert res.loc["experimental", "auc_lo"] > 0.6        # randomised pairs carry real signal
     assert res.loc["experimental", "auc"] > res.loc["naive", "auc"]
+
+
+def test_representation_names_map_to_dlm_representations_specs():
+    cfg = U.PRESETS["tiny"]
+    assert U.representation_spec("ngram", cfg) == "ngram:512:sparse"
+    assert U.representation_spec("smollm2-135m", cfg) == "llm:smollm2-135m"
+    assert U.representation_spec("ngram-svd:8", cfg) == "ngram-svd:8"
+    U.check_representations(("ngram", "trunk", "ngram-svd:8"), cfg)
+    for bad in ("bogus", "nope:3"):
+        with pytest.raises(ValueError, match="unknown representations"):
+            U.check_representations((bad,), cfg)
