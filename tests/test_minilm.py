@@ -247,3 +247,16 @@ def test_registry_routes_llm_specs_to_the_encoders(monkeypatch, tmp_path):
     rep = fit_representation("llm:toy:layer=3", ["ab", "abcd"], trunk=None)
     assert got == {"option": "layer=3", "train": ["ab", "abcd"]}
     np.testing.assert_allclose(rep.transform(["abc", "abcd"]), [[0.0], [1.0]])  # (len-3)/1
+
+
+def test_upworthy_names_minilm_and_checks_the_right_wheel(monkeypatch):
+    from dlm.experiments import upworthy as U
+    from dlm.models import pretrained, text_encoders
+
+    assert U.representation_spec("minilm", U.UpworthyConfig()) == "llm:minilm"
+    monkeypatch.setattr(minilm, "is_available", lambda: False)
+    monkeypatch.setattr(pretrained, "is_available", lambda name: name == "smollm2-135m")
+    assert not text_encoders.is_available("minilm:std=1")
+    assert text_encoders.is_available("smollm2-135m:layer=3")
+    with pytest.raises(ValueError, match="representation minilm: the model 'minilm' is not installed"):
+        U.check_representations(["ngram", "minilm"])

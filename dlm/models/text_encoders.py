@@ -60,3 +60,11 @@ def embed_headlines(path, spec: str, limit: int = 0, cache=None) -> tuple[np.nda
     texts = [str(t) for t in pd.unique(load_upworthy(path).content)]
     vectors, timing = embed_timed(texts[:limit] if limit > 0 else texts, spec, cache)
     return vectors, {**timing, "data": str(path)}
+
+
+def is_available(option: str) -> bool:
+    """Whether the encoder of "NAME[:opts]" (the part after "llm:") is installed."""
+    from dlm.models.pretrained import is_available as pretrained_available
+
+    name = option.partition(":")[0]
+    return minilm.is_available() if name == minilm.MINILM else pretrained_available(name)
