@@ -147,3 +147,17 @@ def test_binomial_logit_variance_matches_simulation():
     s = rng.binomial(n, p, 20000).astype(float)
     logit = np.log((s + 0.5) / (n - s + 0.5))
     assert hybrid.binomial_logit_variance(n * p, n) == pytest.approx(logit.var(), rel=0.05)
+
+
+def test_experimental_arms_from_a_log():
+    from dlm.data.log import ObservationalLog
+    log = ObservationalLog(content=np.array(["a", "b", "c", "d"], dtype=object), confounders={},
+                           successes=np.array([10.0, 20, 5, 8]), trials=np.array([1000.0] * 4),
+                           group=np.array([0, 0, 1, 1]), source="exp.csv")
+    r_U, var_U, groups = hybrid.experimental_arms(log)
+    assert r_U[0] == pytest.approx(np.log(10.5 / 990.5))
+    assert var_U[1] == pytest.approx(1 / 20.5 + 1 / 980.5)
+    np.testing.assert_array_equal(groups, [0, 0, 1, 1])
+    import dataclasses
+    with pytest.raises(ValueError, match="'exp.csv' has no group column"):
+        hybrid.experimental_arms(dataclasses.replace(log, group=None))

@@ -105,3 +105,25 @@ def test_bad_instrument_raises(s):
     conf["promotion"] = s.log.confounders["weekday"]
     with pytest.raises(ValueError, match="must be numeric"):
         _estimate(s, conf)
+
+
+def test_iv_table_script_tiny(tmp_path):
+    import pandas as pd
+
+    from scripts import iv_table
+    out = tmp_path / "iv"
+    rc = iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "strengths=1.0",
+                        "--set", "n_postings=300", "--set", "bootstrap=3"])
+    assert rc == 0
+    frame = pd.read_csv(out / "results.csv")
+    assert sorted(frame["estimator"]) == sorted(iv.ESTIMATORS)
+    np.testing.assert_allclose(frame["bias"], frame["effect"] - 0.2)
+    assert frame.set_index("estimator").loc["ignored", "bias"] == pytest.approx(-0.2)
+    assert "first-stage F" in (out / "summary.md").read_text()
+
+
+def test_iv_table_bad_config_fails_and_writes_nothing(tmp_path):
+    from scripts import iv_table
+    out = tmp_path / "iv"
+    assert iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "seeds=0"]) == 2
+    assert not out.exists()

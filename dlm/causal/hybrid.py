@@ -165,6 +165,20 @@ def combine(r_B, r_U, w: float) -> np.ndarray:
     return w * np.asarray(r_U, np.float64) + (1.0 - w) * np.asarray(r_B, np.float64)
 
 
+def experimental_arms(log) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(r_U, var_U, groups) [N] of an experimental ObservationalLog (binomial, one row per
+    arm, `group` = the randomised test): the arms' empirical logits and their variances."""
+    if log.group is None:
+        raise ValueError(f"experimental log {log.source!r} has no group column: the randomised "
+                         "groups (tests) are needed")
+    if not log.is_binomial:
+        raise ValueError(f"experimental log {log.source!r} needs binomial counts (successes, "
+                         "trials) to know each arm's sampling variance")
+    group_codes(log.group, len(log))
+    return (log.logit_outcome(), binomial_logit_variance(log.successes, log.trials),
+            np.asarray(log.group))
+
+
 def binomial_logit_variance(successes, trials) -> np.ndarray:
     """Sampling variance of the half-count-corrected empirical logit (ObservationalLog's
     logit_outcome): 1/(s + 1/2) + 1/(n - s + 1/2), the delta method."""
