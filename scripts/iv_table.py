@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = (f"# P's effect (truth {cfg.popularity_effect}) by estimator and instrument strength\n\n"
             f"{cfg.n_postings} postings x {cfg.seeds} seeds per strength; intervals at "
-            f"{cfg.interval:.0%} (control function: bootstrap over rows, {cfg.bootstrap} "
-            "replicates; exogenous: sandwich); bias as mean ± se over seeds.\n\n"
+            f"{cfg.interval:.0%} (control function: percentile bootstrap over "
+            f"{'stories' if cfg.cluster else 'rows'}, {cfg.bootstrap} replicates; exogenous: "
+            f"{'story-clustered ' if cfg.cluster else ''}sandwich); bias as mean ± se over seeds.\n\n"
             + outputs.markdown_table(summary_table(results))
             + f"\nWall time: {time.perf_counter() - t0:.1f} s.\n")
     outputs.write_csv(args.out / "results.csv", results)
