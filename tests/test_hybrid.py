@@ -161,3 +161,24 @@ def test_experimental_arms_from_a_log():
     import dataclasses
     with pytest.raises(ValueError, match="'exp.csv' has no group column"):
         hybrid.experimental_arms(dataclasses.replace(log, group=None))
+
+
+def test_weight_from_a_binomial_experimental_log():
+    """Arms with true logits s (400 tests x 3 arms, 2,000 impressions each): the weight from
+    the log's counts matches the one computed from the known bias and binomial noise."""
+    from dlm.data.log import ObservationalLog
+    rng = np.random.default_rng(3)
+    n_groups, m, trials, bias = 400, 3, 2000.0, 0.15
+    groups = np.repeat(np.arange(n_groups), m)
+    s = -3.5 + 0.3 * rng.normal(size=n_groups * m)
+    clicks = rng.binomial(int(trials), 1 / (1 + np.exp(-s))).astype(float)
+    log = ObservationalLog(content=np.array([f"t{i}" for i in range(len(s))], dtype=object),
+                           confounders={}, successes=clicks, trials=np.full(len(s), trials),
+                           group=groups, source="exp")
+    r_B = s + bias * rng.normal(size=len(s))
+    est = hybrid.weight_from_log(log, r_B)
+    var_U = np.mean(1 / (trials * (p := 1 / (1 + np.exp(-s)))) / (1 - p)) * (1 - 1 / m)
+    b2 = bias ** 2 * (1 - 1 / m)
+    assert est.var_U == pytest.approx(var_U, rel=0.05)
+    assert est.w == pytest.approx(b2 / (b2 + var_U), abs=0.06)   # w* = 0.57; se ~0.02
+    assert est.bias2 == pytest.approx(b2, rel=0.2)

@@ -179,6 +179,14 @@ def experimental_arms(log) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.asarray(log.group))
 
 
+def weight_from_log(experiment, r_B, *, fold=None, folds: int = 5, seed: int = 0) -> HybridWeight:
+    """`estimate_weight` on an experimental log: r_B [N] (or cross-fitted [K, N] with its
+    fold) scores its rows; r_U and Var_U are the arms' empirical logits and their
+    binomial variances."""
+    r_U, var_U, groups = experimental_arms(experiment)
+    return estimate_weight(r_B, r_U, groups, var_U, fold=fold, folds=folds, seed=seed)
+
+
 def binomial_logit_variance(successes, trials) -> np.ndarray:
     """Sampling variance of the half-count-corrected empirical logit (ObservationalLog's
     logit_outcome): 1/(s + 1/2) + 1/(n - s + 1/2), the delta method."""
