@@ -1,4 +1,4 @@
-"""An endogenous confounder with an instrument: bias of its estimated effect over instrument strength.
+"""An endogenous confounder with an instrument: its estimated effect's bias by instrument strength.
 
     python -m scripts.iv_table --preset quick --out runs/iv_table [--set strengths=0.1,0.5 ...]
 
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.n_postings} postings x {cfg.seeds} seeds per strength; intervals at "
             f"{cfg.interval:.0%} (control function: percentile bootstrap over "
             f"{'stories' if cfg.cluster else 'rows'}, {cfg.bootstrap} replicates; exogenous: "
-            f"{'story-clustered ' if cfg.cluster else ''}sandwich); bias as mean ± se over seeds.\n\n"
+            f"{'story-clustered ' if cfg.cluster else ''}sandwich); "
+            "bias as mean ± se over seeds.\n\n"
             + outputs.markdown_table(summary_table(results))
             + f"\nWall time: {time.perf_counter() - t0:.1f} s.\n")
     outputs.write_csv(args.out / "results.csv", results)

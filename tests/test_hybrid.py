@@ -74,7 +74,8 @@ def test_hybrid_never_worse_than_the_better_input(bias, sd_U):
 
 def test_weight_moves_the_right_way():
     def w(bias, sd_U):
-        return hybrid.estimate_weight(*_pick(_world(np.random.default_rng(0), 300, bias, 0.3, sd_U))).w
+        world = _world(np.random.default_rng(0), 300, bias, 0.3, sd_U)
+        return hybrid.estimate_weight(*_pick(world)).w
 
     def _pick(world):
         groups, _, r_B, r_U, var_U = world

@@ -43,8 +43,10 @@ def test_popularity_world_follows_its_structural_equation(world, s):
     assert set(np.unique(s.promotion)) == {0.0, 1.0}
     assert s.promotion.mean() == pytest.approx(cfg.promotion_rate, abs=0.04)
     e = s.popularity - (cfg.popularity_tau * s.tau + cfg.popularity_confounding * s.g
-                        + cfg.promotion_strength * s.promotion + cfg.popularity_u * s.u / cfg.unit_noise_sd)
-    assert e.mean() == pytest.approx(0.0, abs=0.07) and e.std() == pytest.approx(cfg.popularity_sd, rel=0.06)
+                        + cfg.promotion_strength * s.promotion
+                        + cfg.popularity_u * s.u / cfg.unit_noise_sd)
+    assert e.mean() == pytest.approx(0.0, abs=0.07)
+    assert e.std() == pytest.approx(cfg.popularity_sd, rel=0.06)
     assert abs(np.corrcoef(e, s.promotion)[0, 1]) < 0.06          # Z randomised
     assert world.truth()["popularity_effect"] == cfg.popularity_effect
 

@@ -60,9 +60,11 @@ def _split(confounders: Mapping[str, Confounder], endogenous: str, instrument: s
     """(other confounders, P values, Z values), checked."""
     for role, name in (("endogenous", endogenous), ("instrument", instrument)):
         if name not in confounders:
-            raise ValueError(f"{role} confounder {name!r} is not a column; have {sorted(confounders)}")
+            raise ValueError(f"{role} confounder {name!r} is not a column; "
+                             f"have {sorted(confounders)}")
         if confounders[name].kind != "numeric":
-            raise ValueError(f"{role} confounder {name!r} must be numeric, is {confounders[name].kind}")
+            raise ValueError(f"{role} confounder {name!r} must be numeric, "
+                             f"is {confounders[name].kind}")
     if endogenous == instrument:
         raise ValueError(f"{endogenous!r} cannot be its own instrument")
     P = np.asarray(confounders[endogenous].values, np.float64)
@@ -70,7 +72,8 @@ def _split(confounders: Mapping[str, Confounder], endogenous: str, instrument: s
     for name, v in ((endogenous, P), (instrument, Z)):
         bad = ~np.isfinite(v)
         if bad.any():
-            raise ValueError(f"column {name!r} is not finite at row {int(np.flatnonzero(bad)[0]) + 1}")
+            row = int(np.flatnonzero(bad)[0]) + 1
+            raise ValueError(f"column {name!r} is not finite at row {row}")
     if np.ptp(Z) == 0:
         raise ValueError(f"instrument {instrument!r} is constant: it cannot move {endogenous!r}")
     rest = {k: c for k, c in confounders.items() if k not in (endogenous, instrument)}
