@@ -69,7 +69,7 @@ def _load_config(module: str, preset: str, sets: list[str]):
         raise S.SweepError(f"{module}: unknown preset {preset!r}; presets: {', '.join(presets)}")
     try:
         return cli.apply_overrides(presets[preset], sets)
-    except SystemExit as err:
+    except cli.ConfigError as err:
         raise S.SweepError(f"{module}: {err}") from None
 
 
