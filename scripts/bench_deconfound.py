@@ -36,7 +36,6 @@ import datetime
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ import pandas as pd
 
 from dlm import cli, outputs
 from dlm.causal.design import drop_first_dummies
+from dlm.experiments.bench import rss_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,9 +205,8 @@ def world_arrays(world, cfg: BenchConfig, n_rows: int, cache: pathlib.Path | Non
 
 def _rss_gb() -> tuple[float, float]:
     """(current RSS, peak RSS of this process so far) in GB."""
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return current / 1e9, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    current, peak = rss_bytes()
+    return current / 1e9, peak / 1e9
 
 
 def statsmodels_reference(a: dict, rows: int) -> float:

@@ -54,8 +54,8 @@ from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import CONFOUNDER_KINDS, LogValidationError
 from dlm.data.tables import TIME_UNITS
 from dlm.data.text_features import DEFAULT_SPEC
-from scripts.deconfound_report import (build_figures, build_report, confounder_series,
-                                       finetune_section, reward_section)
+from dlm.experiments.deconfound_report import (build_figures, build_report, confounder_series,
+                                                finetune_section, reward_section)
 
 PRESETS = {
     "map": EstimatorConfig(),

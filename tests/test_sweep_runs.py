@@ -199,12 +199,13 @@ def test_merge_with_a_missing_shard_names_its_points(fake, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_estimate_sweep_tiny(tmp_path):
     out = tmp_path / "est"
-    argv = ["estimate", "--preset", "tiny", "--grid", "entanglement=0,0.9", "--set", "seeds=1",
-            "--set", "n_postings=1000", "--set", "n_stories=60", "--set", "folds=2",
-            "--out", str(out)]
+    argv = ["estimate", "--preset", "tiny", "--grid", "world.entanglement=0,0.9", "--set",
+            "seeds=1", "--set", "n_postings=1000", "--set", "n_stories=60", "--set",
+            "estimator.folds=2", "--out", str(out)]
     assert sweep_script.main(argv) == 0
     merged = pd.read_csv(out / "results.csv")
-    assert merged.columns[0] == "entanglement" and set(merged.entanglement) == {0.0, 0.9}
+    assert merged.columns[0] == "world.entanglement"
+    assert set(merged["world.entanglement"]) == {0.0, 0.9}
     assert {"seed", "method", "quantity", "estimate"} <= set(merged.columns)
 
 

@@ -29,7 +29,7 @@ def test_no_module_under_dlm_imports_torch():
 def _setup(preset):
     torch = pytest.importorskip("torch",
                                 reason="torch is a benchmark extra (requirements-bench.txt)")
-    from scripts import torch_reference
+    from dlm.experiments import torch_twin as torch_reference
     cfg = PRESETS[preset]
     # larger-than-init weights and non-unit norm gains, so a wrong layout shows in the loss
     rng = np.random.default_rng(1)
