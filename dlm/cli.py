@@ -44,6 +44,20 @@ def add_common_args(parser: argparse.ArgumentParser, presets: Mapping[str, Any] 
         parser.set_defaults(model_field=model_field)
 
 
+def corpus_main(doc: str, presets: Mapping[str, Any], run, argv: list[str] | None = None
+                ) -> None:
+    """The whole command line of a script that trains on a corpus (scripts.dpo_digits,
+    scripts.train_oracle_reward): --out/--preset/--set/--model, --data and --quiet, then
+    run(cfg, out, data, quiet)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_common_args(parser, presets, default_preset="quick", model_field="model")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
+    args = parser.parse_args(argv)
+    run(resolve_config(args, presets), args.out, args.data, args.quiet)
+
+
 def _parse_value(text: str, annotation: Any, current: Any) -> Any:
     """Parse `text` into the type of a dataclass field (uses the current value as a hint)."""
     target = type(current) if current is not None else annotation

@@ -14,7 +14,6 @@ digit_share.png, samples.md, config.json and metrics.jsonl (DPO curves, by seed)
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import shutil
@@ -199,13 +198,7 @@ def run(cfg: DPODigitsConfig, out: pathlib.Path, data: pathlib.Path | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
-    parser.add_argument("--data", type=pathlib.Path, default=None,
-                        help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
-    args = parser.parse_args(argv)
-    run(cli.resolve_config(args, PRESETS), args.out, args.data, args.quiet)
+    cli.corpus_main(__doc__, PRESETS, run, argv)
 
 
 if __name__ == "__main__":
