@@ -59,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, f"world.entanglement={args.entanglement}")
     cfg = cli.resolve_config(args, PRESETS)
     history: list = []
-    try:
-        frame, info = experiment.run(cfg, args.data, progress=sys.stderr.isatty(),
-                                     history=history)
-    except cli.ConfigError as err:
-        raise cli.UsageExit(str(err)) from None
+    frame, info = experiment.run(cfg, args.data, progress=sys.stderr.isatty(), history=history)
     text = experiment.summary_text(frame, cfg, info)
     experiment.write_outputs(args.out, frame, text, {"preset": args.preset, "data": args.data,
                                                      "config": cfg, "info": info}, history)

@@ -57,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                             "p_markers=... (comma-separated)")
     cfg = cli.resolve_config(args, PRESETS)
     history: list = []
-    try:
-        frame, info = experiment.run(cfg, args.data, progress=sys.stderr.isatty(),
-                                     history=history)
-    except cli.ConfigError as err:
-        raise cli.UsageExit(str(err)) from None
+    frame, info = experiment.run(cfg, args.data, progress=sys.stderr.isatty(), history=history)
     # the measurements first: a report that fails to render can be redone from them
     config = {"preset": args.preset, "data": args.data, "config": cfg, "info": info}
     outputs.write_csv(args.out / "results.csv", frame)

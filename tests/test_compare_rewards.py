@@ -154,3 +154,10 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert res.loc[res.method != "sft", "causal_corr"].notna().all()
     oracle = res[res.method == "oracle"]
     assert (oracle.normalised_objective == 1.0).all()
+
+
+def test_an_unknown_method_is_a_usage_error_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="methods: unknown \\['nope'\\]; registered: oracle") as err:
+        script.main(["--preset", "tiny", "--set", "methods=naive,nope", "--out", str(tmp_path)])
+    assert err.value.code == 2 and not tmp_path.joinpath("results.csv").exists()
+    assert cr.PRESETS["tiny"].methods == ()          # empty: every registered method

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from dlm import cli, outputs
+from dlm import outputs
 from dlm.causal.fit import EstimatorConfig
 from dlm.eval import causal_metrics as cm
 from dlm.eval.reward_eval import held_out, reward_metrics, sft_row
@@ -74,6 +74,11 @@ class CompareConfig:
     n_ledes: int = 64
     max_new_tokens: int = 48
     temperature: float = 1.0
+
+    def __post_init__(self):   # --set methods=... fails at once, naming the registered ones
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods: unknown {unknown}; registered: {', '.join(METHODS)}")
 
 
 PRESETS = {
@@ -134,12 +139,7 @@ def train_policy(log, world, cfg: CompareConfig, label: str, quiet: bool = True)
 
 # ---- the experiment ---------------------------------------------------------------------------
 def _methods(cfg: CompareConfig) -> list[str]:
-    names = list(cfg.methods) or list(METHODS)
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise cli.ConfigError(f"--set methods: unknown {unknown}; registered: "
-                              f"{', '.join(METHODS)}")
-    return names
+    return list(cfg.methods) or list(METHODS)     # checked by CompareConfig itself
 
 
 @dataclasses.dataclass(eq=False)
