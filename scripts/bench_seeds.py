@@ -48,8 +48,7 @@ class BenchSeedsConfig:
     seeds: int = 8
     methods: tuple[str, ...] = ("deconfoundlm", "odin")
     knob: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
-    rep_dim: int = 64
-    estimator_dims: int = 32
+    representation: str = "ngram-svd:64"   # the reward heads' dlm.representations spec
     estimator: EstimatorConfig = EstimatorConfig()      # deconfoundlm's g (estimator.folds, ...)
     reward: TrainerConfig = TrainerConfig(batch_size=4096)   # reward.steps, reward.lr, ...
     end_to_end: bool = False
@@ -58,7 +57,7 @@ class BenchSeedsConfig:
 
 PRESETS = {
     "tiny": BenchSeedsConfig(n_stories=60, n_postings=3000, seeds=3, knob=(1.0, 100.0),
-                             rep_dim=32, estimator_dims=8, estimator=EstimatorConfig(folds=2),
+                             representation="ngram-svd:32", estimator=EstimatorConfig(folds=2),
                              reward=TrainerConfig(steps=60, batch_size=1024)),
     "quick": BenchSeedsConfig(),
 }
@@ -68,20 +67,20 @@ def setup(cfg: BenchSeedsConfig):
     """(representation, {method: [targets per seed]}, c_ref): the untimed part."""
     import jax
 
-    from dlm.rewards import METHODS, MethodContext, fit_representation
+    from dlm.representations import fit_representation
+    from dlm.rewards import METHODS, MethodContext
     from sims.experiments.worlds import build_world
     from sims.headlines import MARKER_PREFIXES
 
     world = build_world(cfg.world, cfg.n_stories)
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
-    rep = fit_representation("ngrams", universe, dim=cfg.rep_dim, seed=0)
+    rep = fit_representation(cfg.representation, universe, seed=0)
     c_ref = world.reference_condition()
     targets = {name: [] for name in cfg.methods}
     for seed in range(cfg.seeds):
         log = world.sample(jax.random.key(seed), cfg.n_postings).log
         ctx = MethodContext(log, rep, world=world, seed=seed, c_ref=c_ref,
-                            estimator=cfg.estimator,
-                            estimator_dims=cfg.estimator_dims)
+                            estimator=cfg.estimator)
         for name in cfg.methods:
             targets[name].append(METHODS[name].target_fn(ctx))
     return rep, targets, c_ref, universe[:2000]
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     result = {"preset": args.preset, "config": cfg, "methods": rows, "setup_s": setup_s,
               "setting": f"{cfg.seeds} seeds x {cfg.n_postings:,} postings, entanglement "
-                         f"{cfg.world.entanglement}, n-gram representation dim {cfg.rep_dim}, "
+                         f"{cfg.world.entanglement}, representation {cfg.representation}, "
                          f"{cfg.reward.steps} steps of batch {cfg.reward.batch_size}; times include "
                          f"compilation; setup (logs, targets) {setup_s:.0f} s not timed.",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax "

@@ -5,7 +5,8 @@
 
 For each seed: sample the headline world (sims.headlines; built-in template corpus unless
 --data points at the Upworthy archive), then run
-  deconfoundlm  g fitted jointly with a linear text term on phi(X) (cross-fitted), and
+  deconfoundlm  g fitted jointly with a linear text term (cross-fitted; estimator_text, a
+                dlm.representations spec, default phi(X): the world's features), and
   partial_out   g fitted on the confounders alone (outcome residualised on C),
 and compare every weekday effect and the audience slope with the truth, plus the Pearson
 correlation of each method's adjusted outcome with the true content effect tau (corr_tau).

@@ -1,7 +1,8 @@
 """The pipeline of scripts.estimate: recover the confounders' effects from simulated
 observational logs, with known truth. Per seed a log of the headline world (sims.headlines;
 built-in template corpus unless `data` names the Upworthy archive); deconfoundlm (g with a
-cross-fitted linear text term on phi(X)) and partial_out (g on the confounders alone).
+cross-fitted linear text term, `estimator_text`: a dlm.representations spec, default phi(X),
+the world's features) and partial_out (g on the confounders alone).
 The config nests the world (`world`) and the estimator (`estimator`)."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 from dlm.causal.crossfit import deconfound, partial_out
 from dlm.causal.fit import EstimatorConfig
 from dlm.experiments.estimate import COLUMNS, rows
+from dlm.representations import text_term
 from sims.experiments.worlds import build_world
 from sims.headlines import HeadlineWorldConfig
 
@@ -26,6 +28,7 @@ class EstimateConfig:
     n_stories: int = 600              # built-in corpus size (ignored with --data)
     estimator: EstimatorConfig = EstimatorConfig()      # estimator.method (map | svi | nuts),
                                                         # estimator.folds, .covariance, .interval
+    estimator_text: str = "phi"       # deconfoundlm's text term: a dlm.representations spec
 
 
 PRESETS = {
@@ -50,7 +53,8 @@ def run(cfg: EstimateConfig, data: pathlib.Path | None = None, progress: bool = 
     for r, seed in enumerate(tqdm(seeds, desc="seeds", disable=not progress)):
         s = samples[r]
         est = dataclasses.replace(est_cfg, seed=seed)
-        out += rows(seed, "deconfoundlm", deconfound(s.log, s.phi, est), truth, s.tau)
+        text = text_term(cfg.estimator_text, s.log.content, seed=seed)   # phi: = s.phi
+        out += rows(seed, "deconfoundlm", deconfound(s.log, text, est), truth, s.tau)
         out += rows(seed, "partial_out", partial_out(s.log, est), truth, s.tau)
     return pd.DataFrame(out, columns=COLUMNS)
 
