@@ -27,7 +27,8 @@ from dlm.eval import causal_metrics as cm
 from dlm.eval.reward_eval import held_out, reward_metrics, sft_row
 from dlm.eval.stats import format_table, summarise
 from dlm.representations import fit_representation
-from dlm.rewards import METHODS, MethodContext, TrainerConfig, train_reward_seeds
+from dlm.rewards import (METHODS, MethodContext, TrainerConfig, observational_methods,
+                         train_reward_seeds)
 from sims.headlines import MARKER_PREFIXES, HeadlineWorld, HeadlineWorldConfig
 
 METRICS = ("causal_corr", "spurious_gap", "pair_acc", "objective", "normalised_objective",
@@ -53,7 +54,7 @@ class CompareConfig:
     # the rewards: reward.steps, reward.lr, ... (dlm.rewards.TrainerConfig)
     reward: TrainerConfig = TrainerConfig(batch_size=4096)
     estimator: EstimatorConfig = EstimatorConfig()   # deconfoundlm's g (estimator.folds, ...)
-    methods: tuple[str, ...] = ()      # empty: every registered method
+    methods: tuple[str, ...] = ()      # empty: every observational method
     knob: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     representation: str = "ngram-svd:64"  # the reward heads' dlm.representations spec (trunk:
                                           # the SFT policy's states; phi; llm:NAME)
@@ -137,7 +138,7 @@ def train_policy(log, world, cfg: CompareConfig, label: str, quiet: bool = True)
 
 # ---- the experiment ---------------------------------------------------------------------------
 def _methods(cfg: CompareConfig) -> list[str]:
-    return list(cfg.methods) or list(METHODS)     # checked by CompareConfig itself
+    return list(cfg.methods) or observational_methods()   # checked by CompareConfig itself
 
 
 @dataclasses.dataclass(eq=False)
