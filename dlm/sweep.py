@@ -12,7 +12,6 @@ point killed (or crashed) after writing results.csv is not finished, and is reru
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -46,7 +45,10 @@ def _value_text(v: Any) -> str:
 
 
 def _is_tuple_field(cfg: Any, name: str) -> bool:
-    return isinstance(getattr(cfg, name, None), (tuple, list))
+    try:
+        return isinstance(cli.get_field(cfg, name), (tuple, list))
+    except cli.ConfigError:         # check_grid reports the unknown field
+        return False
 
 
 def parse_grid_args(items: Sequence[str], cfg: Any) -> Grid:
@@ -96,22 +98,24 @@ def add_axis(grid: Grid, name: str, values: list[str], where: str) -> None:
 
 def check_grid(grid: Grid, cfg: Any, script: str) -> dict[str, list[Any]]:
     """Validate every axis against the script's config dataclass; returns the typed values
-    (as the script will parse them) per field. Seeds as an axis is an error."""
-    fields = {f.name for f in dataclasses.fields(cfg)}
+    (as the script will parse them) per field. A field may be a dotted path into a
+    sub-config (world.p_marker). Seeds as an axis is an error."""
     for name in grid:
-        if name in SEED_FIELDS:
+        if name.rsplit(".", 1)[-1] in SEED_FIELDS:
             raise SweepError(f"--grid {name}=...: seeds are not a grid axis; a setting's seeds "
                              f"run in one process (vmapped where shapes allow): use --set "
                              f"seeds=N (and --set first_seed=S)")
-        if name not in fields:
-            raise SweepError(f"--grid {name}: {script} has no config field {name!r}; fields: "
-                             f"{', '.join(sorted(fields))}")
+        try:
+            cli.get_field(cfg, name)
+        except cli.ConfigError as err:
+            raise SweepError(f"--grid {name}: {script} has no config field {name!r} "
+                             f"({str(err).removeprefix('--set: ')})") from None
     typed = {}
     for name, values in grid.items():
         try:
-            typed[name] = [getattr(cli.apply_overrides(cfg, [f"{name}={v}"]), name)
+            typed[name] = [cli.get_field(cli.apply_overrides(cfg, [f"{name}={v}"]), name)
                            for v in values]
-        except SystemExit as err:   # apply_overrides reports bad values as SystemExit
+        except cli.ConfigError as err:
             raise SweepError(f"--grid {name}: {err}") from None
         canon = [_canonical(v) for v in typed[name]]
         for j, c in enumerate(canon):   # 0.3 and 0.30 would be one point run twice
@@ -254,17 +258,19 @@ def _agrees(column: pd.Series, value: Any) -> bool:
 
 def merge_results(frames: Sequence[tuple[str, pd.DataFrame, Mapping[str, Any]]]) -> pd.DataFrame:
     """Concatenate (slug, results frame, typed grid values) with the grid values as leading
-    columns. A column the script already writes (e.g. entanglement) is kept once, after
-    checking that it agrees with the point's value."""
+    columns. A column the script already writes (e.g. entanglement, or p_marker for the
+    axis world.p_marker) is kept once, under the axis's name, after checking that it agrees
+    with the point's value."""
     out = []
     for name, frame, values in frames:
         frame = frame.copy()
-        for col, value in values.items():
+        for axis, value in values.items():
+            col = axis if axis in frame.columns else axis.rsplit(".", 1)[-1]
             if col in frame.columns:
                 if not _agrees(frame[col], value):
                     raise SweepError(f"point {name}: results.csv column {col!r} has "
                                      f"{sorted(set(map(str, frame[col])))} but the grid set "
-                                     f"{col}={value!r}")
+                                     f"{axis}={value!r}")
                 frame = frame.drop(columns=col)
         lead = pd.DataFrame({c: [_value_text(v) if isinstance(v, (tuple, list)) else v]
                              * len(frame) for c, v in values.items()}, index=frame.index)

@@ -4,7 +4,7 @@
 
 Writes --out/bench.json, results.csv and summary.md. Training is timed in `rounds` rounds of
 `train_steps` steps, interleaved with a plain PyTorch eager twin of the same decoder, loss
-and AdamW (scripts.torch_reference, started from the same weights) when torch is installed
+and AdamW (dlm.experiments.torch_twin, started from the same weights) when torch is installed
 (requirements-bench.txt; on CPU, float32 only): ours, torch, ours, torch ... so the load of
 the machine falls on both; the ratio is ours / torch per round. MFU is the train step's model
 FLOP/s (from dlm.models.decoder.flops_per_token) over the FLOP/s of a large jnp.dot in the
@@ -32,7 +32,8 @@ from dlm.models.decoder import PRESETS as MODEL_PRESETS, Decoder, count_params, 
 from dlm.sample import generate, generate_nocache
 from dlm.train.optim import OptimConfig, make_optimizer
 from dlm.train.step import TrainState, make_train_step
-from scripts.train_sft import SFTConfig, sft_loss_fn
+from dlm.experiments.bench import median_time
+from dlm.policy.sft import SFTConfig, sft_loss_fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +63,6 @@ PRESETS = {
 }
 
 
-def _median_time(fn, repeats: int) -> float:
-    """Median wall-clock seconds of fn() (which must block until its result is ready)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def matmul_flops_per_s(n: int, dtype: str, repeats: int) -> float:
     """FLOP/s of a jitted n x n matmul in `dtype` (2 n^3 FLOPs per product)."""
     ka, kb = jax.random.split(jax.random.key(0))
@@ -79,7 +70,7 @@ def matmul_flops_per_s(n: int, dtype: str, repeats: int) -> float:
     b = jax.random.normal(kb, (n, n), jnp.dtype(dtype))
     dot = jax.jit(jnp.dot)
     dot(a, b).block_until_ready()
-    return 2.0 * n ** 3 / _median_time(lambda: dot(a, b).block_until_ready(), max(repeats, 3))
+    return 2.0 * n ** 3 / median_time(lambda: dot(a, b).block_until_ready(), max(repeats, 3))
 
 
 def _train_batch(model_cfg, cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +103,7 @@ def torch_trainer(model_cfg, cfg: BenchConfig, params):
     if jax.default_backend() != "cpu" or cfg.dtype != "float32":
         return "skipped: the PyTorch reference runs on CPU in float32 only"
     import torch
-    from scripts import torch_reference
+    from dlm.experiments import torch_twin as torch_reference
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     model = torch_reference.TorchDecoder(model_cfg)
@@ -169,7 +160,7 @@ def sample_tokens_per_s(model_cfg, cfg: BenchConfig) -> dict[str, float]:
         run = lambda: jax.block_until_ready(fn(  # noqa: E731
             params, model_cfg, prompts, mask, jax.random.key(1), cfg.new_tokens, temperature=0.7))
         run()                                              # compile
-        out[name] = cfg.batch_size * cfg.new_tokens / _median_time(run, cfg.repeats)
+        out[name] = cfg.batch_size * cfg.new_tokens / median_time(run, cfg.repeats)
     return out
 
 

@@ -2,6 +2,7 @@
 
     python -m scripts.bench_deconfound --out runs/bench_deconfound [--preset default|quick]
                                        [--set n_rows=1000000 --set text_features=ngram:256]
+                                       [--set world.entanglement=0.9]
     python -m scripts.bench_deconfound --out runs/bench_scaling --preset scaling
                                        [--set sizes=1000000,3000000 --set row_chunk=131072]
 
@@ -32,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -46,6 +45,10 @@ import pandas as pd
 
 from dlm import cli, outputs
 from dlm.causal.design import drop_first_dummies
+from dlm.experiments.bench import rss_bytes
+from sims.experiments import worlds
+from sims.experiments.bench_world import cache_covers, world_arrays, world_frame
+from sims.headlines import HeadlineWorldConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +58,7 @@ class BenchConfig:
     seed: int = 0
     n_stories: int = 600
     text_features: str = "phi"         # the world's own features; ngram:256 also works (slower)
-    entanglement: float = 0.6
-    p_marker: float = 0.8
+    world: HeadlineWorldConfig = HeadlineWorldConfig()   # world.entanglement, world.p_marker, ...
     folds: int = 5
     tolerance: float = 0.02            # acceptance: max |weekday error| on the logit scale
     mode: str = "command"              # command (scripts.deconfound end to end) | estimator
@@ -77,40 +79,7 @@ PRESETS = {
 
 
 def build_world(cfg: BenchConfig):
-    from sims.builtin_corpus import builtin_corpus
-    from sims.headlines import HeadlineWorld, HeadlineWorldConfig
-
-    return HeadlineWorld(builtin_corpus(n_stories=cfg.n_stories),
-                         HeadlineWorldConfig(entanglement=cfg.entanglement, p_marker=cfg.p_marker))
-
-
-def _dates(week_labels: tuple[str, ...], week_N: np.ndarray, weekday_N: np.ndarray) -> np.ndarray:
-    """ISO year-week label + weekday code (0 = Monday) -> datetime64[D] posting dates."""
-    mondays = np.array([datetime.date.fromisocalendar(int(w[:4]), int(w[4:]), 1)
-                        for w in week_labels], dtype="datetime64[D]")
-    return mondays[week_N] + weekday_N.astype("timedelta64[D]")
-
-
-def world_frame(world, n_rows: int, chunk: int, seed: int) -> pd.DataFrame:
-    """n_rows observational postings as a user's table (one sample() call per chunk)."""
-    import jax
-
-    frames, done, i = [], 0, 0
-    labels = tuple(world.corpus.week_labels)
-    while done < n_rows:
-        n = min(chunk, n_rows - done)
-        s = world.sample(jax.random.fold_in(jax.random.PRNGKey(seed), i), chunk)
-        log = s.log.take(np.arange(n))
-        conf = log.confounders
-        frames.append(pd.DataFrame({
-            "headline": log.content, "lede": log.context,
-            "story": np.char.add("s", s.story[:n].astype(str)),
-            "clicks": log.successes.astype(np.int64), "impressions": log.trials.astype(np.int64),
-            "date": _dates(labels, conf["week"].values, conf["weekday"].values),
-            "log_audience": conf["log_audience"].values,
-        }))
-        done, i = done + n, i + 1
-    return pd.concat(frames, ignore_index=True)
+    return worlds.build_world(cfg.world, cfg.n_stories)
 
 
 def command(path: pathlib.Path, out: pathlib.Path, cfg: BenchConfig) -> list[str]:
@@ -148,66 +117,10 @@ def summary(results: pd.DataFrame, bench: dict, cfg: BenchConfig) -> str:
             f"- max |weekday error| {worst:.4f} (target <= {cfg.tolerance}: {verdict})\n")
 
 
-COLUMNS = ("phi", "s", "n", "story", "weekday", "week", "log_audience")
-
-
-def _cache_meta(cfg: BenchConfig) -> dict:
-    return {k: getattr(cfg, k) for k in ("seed", "chunk", "n_stories", "entanglement", "p_marker")}
-
-
-def _cache_covers(cache: pathlib.Path, cfg: BenchConfig, n_rows: int) -> bool:
-    if not (cache / "meta.json").exists():
-        return False
-    have = json.loads((cache / "meta.json").read_text())
-    return have.pop("rows") >= n_rows and have == _cache_meta(cfg)
-
-
-def world_arrays(world, cfg: BenchConfig, n_rows: int, cache: pathlib.Path | None = None) -> dict:
-    """The rows of world_frame (same keys) as arrays: phi [N, F], counts, confounder codes.
-
-    cache: a directory; its arrays (npy, written chunk by chunk, so sampling 10M rows never
-    holds them all) are reused when they cover n_rows with the same seed and chunk: rows are
-    a prefix of a larger sample, so every size of a scaling run fits nested rows.
-    """
-    import jax
-
-    meta = _cache_meta(cfg)
-    levels = {"weekday": tuple(world.truth()["weekday_levels"]),
-              "week": tuple(world.corpus.week_labels)}
-    if cache is not None and _cache_covers(cache, cfg, n_rows):
-            load = lambda k: np.load(cache / f"{k}.npy", mmap_mode="r")[:n_rows]  # noqa: E731
-            out = {k: np.array(load(k), np.float64 if k == "phi" else None) for k in COLUMNS}
-            return {**out, "levels": levels}        # copies in memory, phi as float64
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        (cache / "meta.json").unlink(missing_ok=True)     # half-written arrays are never reused
-    out, done, i = {}, 0, 0
-    while done < n_rows:
-        n = min(cfg.chunk, n_rows - done)
-        smp = world.sample(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), i), cfg.chunk)
-        conf = smp.log.confounders
-        cols = {"phi": np.asarray(smp.phi), "s": smp.log.successes, "n": smp.log.trials,
-                "story": smp.story, **{k: conf[k].values for k in ("weekday", "week", "log_audience")}}
-        for k, v in cols.items():
-            if k not in out:
-                shape, dtype = (n_rows,) + v.shape[1:], v.dtype
-                out[k] = (np.empty(shape, dtype) if cache is None else np.lib.format.open_memmap(
-                    cache / f"{k}.npy", mode="w+", dtype=dtype, shape=shape))
-            out[k][done:done + n] = v[:n]
-        done, i = done + n, i + 1
-    if cache is not None:
-        for v in out.values():
-            v.flush()
-        (cache / "meta.json").write_text(json.dumps({**meta, "rows": n_rows}))
-        return world_arrays(world, cfg, n_rows, cache)
-    return {**out, "phi": out["phi"].astype(np.float64), "levels": levels}
-
-
 def _rss_gb() -> tuple[float, float]:
     """(current RSS, peak RSS of this process so far) in GB."""
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return current / 1e9, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    current, peak = rss_bytes()
+    return current / 1e9, peak / 1e9
 
 
 def statsmodels_reference(a: dict, rows: int) -> float:
@@ -279,7 +192,7 @@ def scaling(args, cfg: BenchConfig) -> int:
         print(json.dumps(row))
         return 0
     cache = pathlib.Path(cfg.cache) if cfg.cache else args.out / "sample"
-    if not _cache_covers(cache, cfg, max(sizes)):            # sampled once; each size a prefix
+    if not cache_covers(cache, cfg, max(sizes)):            # sampled once; each size a prefix
         t0 = time.perf_counter()
         world_arrays(build_world(cfg), cfg, max(sizes), cache)
         print(f"sampled {max(sizes):,} rows into {cache} in {time.perf_counter() - t0:.0f} s",
@@ -330,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--set mode: command or estimator, got {cfg.mode!r}")
     if cfg.mode == "estimator":
         return scaling(args, cfg)
-    from scripts import deconfound
-
     t0 = time.perf_counter()
     world = build_world(cfg)
     frame = world_frame(world, cfg.n_rows, cfg.chunk, cfg.seed)
@@ -341,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     frame.to_parquet(path, index=False)
     del frame
     t1 = time.perf_counter()
-    rc = deconfound.main(command(path, args.out / "deconfound", cfg))
+    # its own process (no script imports another): the seconds include its start-up
+    rc = subprocess.run([sys.executable, "-m", "scripts.deconfound",
+                         *command(path, args.out / "deconfound", cfg)]).returncode
     t_fit = time.perf_counter() - t1
     if rc != 0:
         return rc

@@ -49,10 +49,9 @@ def sample_world(n: int, seed: int):
     """One observational sample of the headline world and its truth."""
     import jax
 
-    from sims.builtin_corpus import builtin_corpus
-    from sims.headlines import HeadlineWorld, HeadlineWorldConfig
+    from sims.experiments.worlds import build_world
 
-    world = HeadlineWorld(builtin_corpus(), HeadlineWorldConfig())
+    world = build_world()
     return world, world.sample(jax.random.PRNGKey(seed), n)
 
 

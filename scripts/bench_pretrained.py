@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
-import resource
 import statistics
 import time
 
@@ -27,13 +26,13 @@ import numpy as np
 import pandas as pd
 
 from dlm import cli, outputs
+from dlm.experiments.bench import median_time, rss_bytes
 from dlm.models import lora, pretrained
 from dlm.models.decoder import Decoder, count_params, init_cache
 from dlm.policy.sft import sft_loss_fn
 from dlm.sample import generate
 from dlm.train.optim import OptimConfig, make_optimizer
 from dlm.train.step import TrainState, make_train_step
-from scripts.bench import _median_time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +79,7 @@ def prefill_tokens_per_s(model_cfg, params, cfg: BenchConfig) -> float:
 
     run = lambda: jax.block_until_ready(prefill(params, prompts))  # noqa: E731
     run()  # compile
-    return cfg.batch_size * cfg.prompt_len / _median_time(run, cfg.repeats)
+    return cfg.batch_size * cfg.prompt_len / median_time(run, cfg.repeats)
 
 
 def decode_tokens_per_s(model_cfg, params, cfg: BenchConfig) -> float:
@@ -92,7 +91,7 @@ def decode_tokens_per_s(model_cfg, params, cfg: BenchConfig) -> float:
         run = lambda: jax.block_until_ready(generate(  # noqa: E731
             params, model_cfg, prompts, mask, jax.random.key(1), n_new, temperature=0.7))
         run()  # compile
-        return _median_time(run, cfg.repeats)
+        return median_time(run, cfg.repeats)
 
     if cfg.new_tokens < 2:
         raise ValueError("decode timing needs new_tokens >= 2")
@@ -101,11 +100,8 @@ def decode_tokens_per_s(model_cfg, params, cfg: BenchConfig) -> float:
 
 
 def _rss_mb(peak: bool) -> float:
-    """Resident memory of this process in MiB: now (/proc) or the peak so far (getrusage)."""
-    if peak:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+    """Resident memory of this process in MiB: now or the peak so far."""
+    return rss_bytes()[1 if peak else 0] / 2 ** 20
 
 
 def lora_train_step(model_cfg, params, cfg: BenchConfig) -> dict:

@@ -2,6 +2,7 @@
 
     python -m scripts.bench_seeds --out runs/bench_seeds [--preset quick|tiny]
                                   [--set seeds=8 --set methods=deconfoundlm,odin]
+                                  [--set world.entanglement=0.9 --set reward.steps=300]
                                   [--set end_to_end=true]
 
 One headline world (sims.headlines on the built-in corpus, as compare_rewards' quick
@@ -34,29 +35,30 @@ import warnings
 import numpy as np
 
 from dlm import cli, outputs
+from dlm.causal.fit import EstimatorConfig
+from dlm.rewards import TrainerConfig
+from sims.headlines import HeadlineWorldConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchSeedsConfig:
     n_stories: int = 600
     n_postings: int = 20_000
-    entanglement: float = 0.6
+    world: HeadlineWorldConfig = HeadlineWorldConfig()   # world.entanglement, ... (sims.headlines)
     seeds: int = 8
     methods: tuple[str, ...] = ("deconfoundlm", "odin")
     knob: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     representation: str = "ngram-svd:64"   # the reward heads' dlm.representations spec
-    folds: int = 5
-    steps: int = 600
-    batch_size: int = 4096
-    lr: float = 2e-2
-    l2: float = 1e-4
+    estimator: EstimatorConfig = EstimatorConfig()      # deconfoundlm's g (estimator.folds, ...)
+    reward: TrainerConfig = TrainerConfig(batch_size=4096)   # reward.steps, reward.lr, ...
     end_to_end: bool = False
     end_to_end_preset: str = "tiny"     # scripts.estimate preset for the end-to-end check
 
 
 PRESETS = {
     "tiny": BenchSeedsConfig(n_stories=60, n_postings=3000, seeds=3, knob=(1.0, 100.0),
-                             representation="ngram-svd:32", folds=2, steps=60, batch_size=1024),
+                             representation="ngram-svd:32", estimator=EstimatorConfig(folds=2),
+                             reward=TrainerConfig(steps=60, batch_size=1024)),
     "quick": BenchSeedsConfig(),
 }
 
@@ -65,14 +67,12 @@ def setup(cfg: BenchSeedsConfig):
     """(representation, {method: [targets per seed]}, c_ref): the untimed part."""
     import jax
 
-    from dlm.causal.fit import EstimatorConfig
     from dlm.representations import fit_representation
     from dlm.rewards import METHODS, MethodContext
-    from sims.builtin_corpus import builtin_corpus
-    from sims.headlines import MARKER_PREFIXES, HeadlineWorld, HeadlineWorldConfig
+    from sims.experiments.worlds import build_world
+    from sims.headlines import MARKER_PREFIXES
 
-    world = HeadlineWorld(builtin_corpus(n_stories=cfg.n_stories),
-                          HeadlineWorldConfig(entanglement=cfg.entanglement))
+    world = build_world(cfg.world, cfg.n_stories)
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
     rep = fit_representation(cfg.representation, universe, seed=0)
     c_ref = world.reference_condition()
@@ -80,7 +80,7 @@ def setup(cfg: BenchSeedsConfig):
     for seed in range(cfg.seeds):
         log = world.sample(jax.random.key(seed), cfg.n_postings).log
         ctx = MethodContext(log, rep, world=world, seed=seed, c_ref=c_ref,
-                            estimator=EstimatorConfig(folds=cfg.folds))
+                            estimator=cfg.estimator)
         for name in cfg.methods:
             targets[name].append(METHODS[name].target_fn(ctx))
     return rep, targets, c_ref, universe[:2000]
@@ -98,10 +98,10 @@ MODES = ("vmapped", "mapped", "loop", "separate", "separate_no_scan")
 def bench_method(name: str, targets: list, rep, cfg: BenchSeedsConfig, c_ref, texts) -> dict:
     """Every way to train one method's seeds: seconds (compile included), ratios to the
     vmapped run, and how far the vmapped rewards are from the separately trained ones."""
-    from dlm.rewards import METHODS, TrainerConfig, train_reward
+    from dlm.rewards import METHODS, train_reward
     from dlm.rewards.trainer import train_reward_seeds
 
-    tcfg = TrainerConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l2=cfg.l2)
+    tcfg = cfg.reward
     knob = cfg.knob if METHODS[name].knob else None
     seeds = list(range(cfg.seeds))
 
@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     result = {"preset": args.preset, "config": cfg, "methods": rows, "setup_s": setup_s,
               "setting": f"{cfg.seeds} seeds x {cfg.n_postings:,} postings, entanglement "
-                         f"{cfg.entanglement}, representation {cfg.representation}, "
-                         f"{cfg.steps} steps of batch {cfg.batch_size}; times include "
+                         f"{cfg.world.entanglement}, representation {cfg.representation}, "
+                         f"{cfg.reward.steps} steps of batch {cfg.reward.batch_size}; times include "
                          f"compilation; setup (logs, targets) {setup_s:.0f} s not timed.",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax "
                          f"{jax.__version__} on {jax.default_backend()}",

@@ -53,10 +53,10 @@ from dlm.causal.diagnostics import DiagnosticsConfig
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import CONFOUNDER_KINDS, LogValidationError
 from dlm.data.tables import TIME_UNITS
+from dlm.experiments.deconfound_report import (build_figures, build_report, confounder_series,
+                                                finetune_section, reward_section)
 from dlm.representations import DEFAULT_TEXT_SPEC
 import sims.featurise  # noqa: F401  (registers the "phi" text representation)
-from scripts.deconfound_report import (build_figures, build_report, confounder_series,
-                                       finetune_section, reward_section)
 
 PRESETS = {
     "map": EstimatorConfig(),

@@ -2,7 +2,7 @@
 with a digit rise over the SFT policy? (models issue, acceptance: >= 15 points)
 
     python -m scripts.dpo_digits --preset quick --out runs/dpo_digits [--data UPWORTHY.csv.gz]
-                                 [--model smollm2-135m] [--set steps=300 --set beta=0.2 ...]
+                                 [--model smollm2-135m] [--set dpo.steps=300 --set dpo.beta=0.2 ...]
 
 The SFT policy (dlm.policy.sft, preset `sft_preset`) is trained once and cached (reused
 from `sft_dir`, or $DLM_CACHE/sft-<hash> when empty). Per seed: sample `n_candidates`
@@ -14,7 +14,6 @@ digit_share.png, samples.md, config.json and metrics.jsonl (DPO curves, by seed)
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import shutil
@@ -43,26 +42,25 @@ class DPODigitsConfig:
     train_prompts: int = 0            # training ledes used for pairs (0: all)
     n_candidates: int = 8             # samples per training lede
     pairs_per_prompt: int = 2
-    # beta 0.5 and ~1.6 epochs over the pairs. With the BPE quick SFT, lr 1e-4 gave only
-    # +17.5 ± 1.5 points (KL to SFT 0.23 nats), lr 5e-4 +72.2 ± 1.4 (KL 8.0 nats); with
-    # the earlier byte SFT, 80 steps (~9 epochs) overfit the pairs (DPO loss ~0, KL 22.8)
-    beta: float = 0.5
-    lr: float = 5e-4
-    steps: int = 30
-    batch_size: int = 16              # pairs per step
-    warmup_steps: int = 3
+    # the DPO training (dpo.beta, dpo.lr, ...; its seed is each run's): beta 0.5 and ~1.6
+    # epochs over the pairs. With the BPE quick SFT, lr 1e-4 gave only +17.5 ± 1.5 points
+    # (KL to SFT 0.23 nats), lr 5e-4 +72.2 ± 1.4 (KL 8.0 nats); with the earlier byte SFT,
+    # 80 steps (~9 epochs) overfit the pairs (DPO loss ~0, KL 22.8)
+    dpo: DPOConfig = DPOConfig(beta=0.5, lr=5e-4, steps=30, batch_size=16, warmup_steps=3,
+                               log_every=10)
     n_generations: int = 500          # per seed and policy, on the held-out ledes
     temperature: float = 1.0          # evaluation and candidate sampling
     max_new_tokens: int = 96          # tokens: ~128 bytes for byte SFTs, ~350 for BPE ones
     gen_batch_size: int = 256
-    log_every: int = 10
     target_points: float = 15.0       # the acceptance threshold, reported in summary.md
 
 
 PRESETS = {
     "tiny": DPODigitsConfig(sft_preset="tiny", train_prompts=16, n_candidates=4,
-                            pairs_per_prompt=1, lr=1e-3, steps=6, batch_size=8, warmup_steps=1,
-                            n_generations=24, max_new_tokens=12, gen_batch_size=64, log_every=2),
+                            pairs_per_prompt=1,
+                            dpo=DPOConfig(beta=0.5, lr=1e-3, steps=6, batch_size=8,
+                                          warmup_steps=1, log_every=2),
+                            n_generations=24, max_new_tokens=12, gen_batch_size=64),
     "quick": DPODigitsConfig(),
 }
 DIGIT = FEATURES.index("digit")
@@ -92,8 +90,7 @@ def run_seed(cfg, seed, policy, sft_cfg, train_ledes, out: pathlib.Path, quiet: 
                        cfg.temperature, **gen_kw)
     pairs = pairs_from_pool(pool, has_digit, cfg.pairs_per_prompt)
     data = preference_data(pool, pairs, policy.params, policy.model_cfg)
-    dcfg = DPOConfig(beta=cfg.beta, lr=cfg.lr, steps=cfg.steps, batch_size=cfg.batch_size,
-                     warmup_steps=cfg.warmup_steps, seed=seed, log_every=cfg.log_every)
+    dcfg = dataclasses.replace(cfg.dpo, seed=seed)
     seed_dir = out / f"dpo_seed{seed}"
     shutil.rmtree(seed_dir, ignore_errors=True)   # a rerun retrains (our own subdirectory)
     result = train_dpo(policy.params, policy.model_cfg, data, dcfg, seed_dir, quiet=quiet)
@@ -199,13 +196,7 @@ def run(cfg: DPODigitsConfig, out: pathlib.Path, data: pathlib.Path | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
-    parser.add_argument("--data", type=pathlib.Path, default=None,
-                        help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
-    args = parser.parse_args(argv)
-    run(cli.resolve_config(args, PRESETS), args.out, args.data, args.quiet)
+    cli.corpus_main(__doc__, PRESETS, run, argv)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,9 @@ from dlm.policy.dpo import DPOConfig, train_dpo
 from dlm.policy.evaluate import kl_to_reference, policy_generations, samples_markdown
 from dlm.realdata import monday
 from dlm.realdata.pairs import split_tests, story_of_test
-from scripts.monday_report import (COMPARISONS, MARKERS, MODELS, PAPER, model_table,  # noqa: F401
-                                   plot, prediction_table, seed_means, summary_md,
-                                   t_interval, welch_table)
+from dlm.experiments.monday_report import (COMPARISONS, MARKERS, MODELS, PAPER,  # noqa: F401
+                                           model_table, plot, prediction_table, seed_means,
+                                           summary_md, t_interval, welch_table)
 
 # the pair ordering each DPO model trains on (the same kept pairs for all three)
 ORDERING = {"DPO": "observed", "DeconfoundLM-DPO": "adjusted", "Control-DPO": "real CTR"}

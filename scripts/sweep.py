@@ -1,7 +1,7 @@
 """Run any script over a grid of settings, resumably and shardable; merge the results.
 
-    python -m scripts.sweep estimate --preset quick --grid entanglement=0,0.3,0.6,0.9 \\
-        --grid p_marker=0.8,1.0 [--set seeds=5] [--grid-file grid.json|grid.toml] \\
+    python -m scripts.sweep estimate --preset quick --grid world.entanglement=0,0.3,0.6,0.9 \\
+        --grid world.p_marker=0.8,1.0 [--set seeds=5] [--grid-file grid.json|grid.toml] \\
         [--data PATH] [--shard i/n] --out DIR [-- EXTRA SCRIPT ARGS]
 
 Each point of the Cartesian grid runs as its own process
@@ -69,7 +69,7 @@ def _load_config(module: str, preset: str, sets: list[str]):
         raise S.SweepError(f"{module}: unknown preset {preset!r}; presets: {', '.join(presets)}")
     try:
         return cli.apply_overrides(presets[preset], sets)
-    except SystemExit as err:
+    except cli.ConfigError as err:
         raise S.SweepError(f"{module}: {err}") from None
 
 
@@ -180,7 +180,9 @@ def parse_args(argv: list[str]):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override for every point (e.g. seeds=5); repeatable")
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
-                   help="a grid axis (tuple fields: values separated by ';'); repeatable")
+                   help="a grid axis, FIELD dotted into a sub-config where the script has one "
+                        "(world.p_marker=0.8,1); tuple fields: values separated by ';'; "
+                        "repeatable")
     p.add_argument("--grid-file", type=pathlib.Path, default=None,
                    help="JSON or TOML file: FIELD -> list of values (more axes)")
     p.add_argument("--data", type=pathlib.Path, default=None, help="passed on as --data")

@@ -15,7 +15,6 @@ config.json and metrics.jsonl.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import time
@@ -28,6 +27,7 @@ from dlm import cli, outputs
 from dlm.eval.causal_metrics import causal_corr, interventional_pairs, pair_acc, spurious_gap
 from dlm.eval.stats import format_table, summarise
 from dlm.policy import sft
+from dlm.rewards import TrainerConfig
 from sims.featurise import phi
 
 
@@ -39,19 +39,19 @@ class OracleRewardConfig:
     seeds: tuple[int, ...] = (0,)
     n_postings: int = 20_000          # A/B postings the reward is trained on
     marker_rate: float = 0.5          # share of A/B postings carrying a weekday marker
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 3e-4
-    warmup_steps: int = 20
-    clip_norm: float = 1.0
-    max_len: int = 144                # bytes + BOS/EOS: the longest marked built-in candidates fit
-    log_every: int = 20
+    # the reward training (reward.steps, reward.lr, ...): the whole model, nothing frozen;
+    # max_len 144 bytes + BOS/EOS: the longest marked built-in candidates fit
+    reward: TrainerConfig = TrainerConfig(steps=400, batch_size=32, lr=3e-4, warmup_steps=20,
+                                          freeze_trunk=False, max_len=144, clip_norm=1.0,
+                                          log_every=20)
     target_corr: float = 0.8          # the acceptance threshold, reported in summary.md
 
 
 PRESETS = {
-    "tiny": OracleRewardConfig(sft_preset="tiny", n_postings=400, steps=6, batch_size=8,
-                               warmup_steps=1, max_len=96, log_every=2),
+    "tiny": OracleRewardConfig(sft_preset="tiny", n_postings=400,
+                               reward=TrainerConfig(steps=6, batch_size=8, lr=3e-4,
+                                                    warmup_steps=1, freeze_trunk=False,
+                                                    max_len=96, clip_norm=1.0, log_every=2)),
     "quick": OracleRewardConfig(),
 }
 
@@ -85,7 +85,7 @@ def score(name, reward_fn, world_val, seed) -> dict:
 
 def run(cfg: OracleRewardConfig, out: pathlib.Path, data: pathlib.Path | None = None,
         quiet: bool = False) -> pd.DataFrame:
-    from dlm.rewards import TrainerConfig, log_targets, train_reward
+    from dlm.rewards import log_targets, train_reward
     out = pathlib.Path(out)
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()   # a rerun's curves replace the old ones
@@ -94,9 +94,7 @@ def run(cfg: OracleRewardConfig, out: pathlib.Path, data: pathlib.Path | None = 
                                              "sft_dir": policy.directory,
                                              "n_train_stories": len(world_tr.candidates),
                                              "n_val_stories": len(world_va.candidates)})
-    tcfg = TrainerConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                         warmup_steps=cfg.warmup_steps, freeze_trunk=False, max_len=cfg.max_len,
-                         clip_norm=cfg.clip_norm, log_every=cfg.log_every)
+    tcfg = cfg.reward
     rows = []
     for seed in cfg.seeds:
         ab = world_tr.intervene(jax.random.key(seed), cfg.n_postings, marker_rate=cfg.marker_rate)
@@ -130,8 +128,8 @@ def _summary_md(cfg, frame, source, sft_dir) -> str:
         "# Oracle reward model on interventional outcomes", "",
         f"Data: {source}; trunk: SFT preset `{cfg.sft_preset}` ({sft_dir}), nothing frozen. "
         f"{cfg.n_postings} A/B postings (do(C = c_ref)) on the training stories, "
-        f"{cfg.steps} steps x {cfg.batch_size}; held-out: every candidate headline of the "
-        f"validation stories ({int(frame['n_heldout'].iloc[0])} texts); {len(cfg.seeds)} seed(s).",
+        f"{cfg.reward.steps} steps x {cfg.reward.batch_size}; held-out: every candidate headline "
+        f"of the validation stories ({int(frame['n_heldout'].iloc[0])} texts); {len(cfg.seeds)} seed(s).",
         "", outputs.markdown_table(table),
         f"Held-out corr(r(X), tau(X)) of the full reward model: {full.mean():.3f}; this "
         f"{verdict} the >= {cfg.target_corr} target. spurious_gap: mean |r(marker + X) - r(X)"
@@ -139,13 +137,7 @@ def _summary_md(cfg, frame, source, sft_dir) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_common_args(parser, PRESETS, default_preset="quick", model_field="model")
-    parser.add_argument("--data", type=pathlib.Path, default=None,
-                        help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
-    args = parser.parse_args(argv)
-    run(cli.resolve_config(args, PRESETS), args.out, args.data, args.quiet)
+    cli.corpus_main(__doc__, PRESETS, run, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from dlm.cli import add_common_args, apply_overrides, resolve_config
+from dlm.cli import (ConfigError, add_common_args, apply_overrides, field_names, get_field,
+                     resolve_config, to_jsonable)
 from dlm.outputs import append_jsonl, markdown_table, write_csv, write_json, write_text
 
 
@@ -25,12 +26,72 @@ def test_overrides_parse_each_field_type():
 
 
 def test_unknown_field_and_bad_value_are_clear_errors():
-    with pytest.raises(SystemExit, match="unknown field 'm'"):
+    with pytest.raises(ConfigError, match="unknown field 'm'"):
         apply_overrides(Cfg(), ["m=1"])
-    with pytest.raises(SystemExit, match="--set n"):
+    with pytest.raises(ConfigError, match="--set n"):
         apply_overrides(Cfg(), ["n=abc"])
-    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+    with pytest.raises(ConfigError, match="FIELD=VALUE"):
         apply_overrides(Cfg(), ["n"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    p: float = 0.5
+    tags: tuple = ("a",)
+
+    def __post_init__(self):
+        if not 0 <= self.p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {self.p}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Middle:
+    inner: Inner = Inner()
+    k: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    world: Middle = Middle()
+    seeds: int = 2
+
+
+def test_dotted_overrides_reach_nested_configs_at_any_depth():
+    cfg = apply_overrides(Outer(), ["world.k=7", "world.inner.p=0.25", "world.inner.tags=x,y",
+                                    "seeds=3"])
+    assert cfg == Outer(world=Middle(inner=Inner(p=0.25, tags=("x", "y")), k=7), seeds=3)
+    assert Outer().world.inner.p == 0.5                      # the preset is left alone
+    assert field_names(Outer()) == ["world.inner.p", "world.inner.tags", "world.k", "seeds"]
+    assert get_field(cfg, "world.inner.p") == 0.25
+    # config.json stays nested
+    assert json.loads(json.dumps(to_jsonable(cfg)))["world"]["inner"]["tags"] == ["x", "y"]
+
+
+def test_dotted_errors_name_the_valid_fields_at_their_level():
+    with pytest.raises(ConfigError, match=r"unknown field 'world.nope'; fields of 'world': inner, k$"):
+        apply_overrides(Outer(), ["world.nope=1"])
+    with pytest.raises(ConfigError, match=r"unknown field 'world.inner.q'.*'world.inner': p, tags"):
+        apply_overrides(Outer(), ["world.inner.q=1"])
+    with pytest.raises(ConfigError, match=r"unknown field 'wrld'; fields: seeds, world"):
+        apply_overrides(Outer(), ["wrld.k=1"])
+    with pytest.raises(ConfigError, match="'seeds' is a value"):
+        apply_overrides(Outer(), ["seeds.x=1"])
+    with pytest.raises(ConfigError, match="a sub-config.*world.inner.p, world.inner.tags, world.k"):
+        apply_overrides(Outer(), ["world=1"])
+    with pytest.raises(ConfigError, match=r"world.inner.p=2: p must be in \[0, 1\]"):
+        apply_overrides(Outer(), ["world.inner.p=2"])     # the sub-config's own validation
+    with pytest.raises(ConfigError, match="--set world.k"):
+        apply_overrides(Outer(), ["world.k=many"])
+
+
+def test_a_bad_set_on_the_command_line_exits_with_code_2(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_common_args(parser, {"quick": Outer()})
+    args = parser.parse_args(["--out", str(tmp_path), "--set", "world.nope=1"])
+    with pytest.raises(SystemExit, match="fields of 'world': inner, k") as err:
+        resolve_config(args, {"quick": Outer()})
+    assert err.value.code == 2
+    assert "unknown field 'world.nope'" in capsys.readouterr().err
 
 
 def test_preset_then_override(tmp_path):

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from dlm import api
-from scripts import deconfound, deconfound_report
+from dlm.experiments import deconfound_report
+from scripts import deconfound
 
 WEEKDAY_EFFECT = {"Mon": 0.4, "Tue": 0.0, "Wed": 0.0, "Thu": 0.0, "Fri": -0.4, "Sat": 0.0, "Sun": 0.0}
 WORDS = ["cats", "taxes", "a storm", "the vote", "my garden", "this song", "7 reasons", "you"]

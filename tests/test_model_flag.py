@@ -22,10 +22,13 @@ def _capture_run(cfg, *args, **kwargs):
 ])
 def test_model_flag_sets_the_policy_model(script, field, extra, tmp_path, monkeypatch):
     module = importlib.import_module(f"scripts.{script}")
-    monkeypatch.setattr(module, "run", _capture_run)
+    # a thin script calls its library pipeline (sims.experiments / dlm.experiments: imported
+    # as `experiment`, or `U` in scripts.upworthy); the others still have their own run
+    pipeline = getattr(module, "experiment", None) or getattr(module, "U", None) or module
+    monkeypatch.setattr(pipeline, "run", _capture_run)
     if script == "upworthy":   # reaches run only after loading its data
-        monkeypatch.setattr(module, "load_inputs", lambda *a: (None, None))
-        monkeypatch.setattr(module, "check_representations", lambda reps: None)
+        monkeypatch.setattr(pipeline, "load_inputs", lambda *a: (None, None))
+        monkeypatch.setattr(pipeline, "check_representations", lambda *a: None)
     with pytest.raises(Captured) as got:
         module.main(["--out", str(tmp_path), "--model", "smollm2-135m", *extra])
     cfg = got.value.args[0]

@@ -1,4 +1,5 @@
-"""scripts.replicate_simulation: the relative-gain arithmetic, the tables, the outputs."""
+"""scripts.replicate_simulation and its pipeline (sims.experiments.replicate_simulation):
+the relative-gain arithmetic, the tables, the grid's worlds, the outputs."""
 import dataclasses
 import json
 
@@ -7,8 +8,9 @@ import pandas as pd
 import pytest
 
 from dlm.rewards import observational_methods
-from scripts import compare_rewards as cr
-from scripts import replicate_simulation as rs
+from scripts import replicate_simulation as script
+from sims.experiments import compare_rewards as cr
+from sims.experiments import replicate_simulation as rs
 
 
 def _frame():
@@ -114,10 +116,16 @@ def test_tidy_puts_the_issue_columns_first():
 
 
 def test_world_configs_take_the_grid_values():
-    cfg = rs.PRESETS["quick"]
+    cfg = dataclasses.replace(rs.PRESETS["quick"], world=dataclasses.replace(
+        rs.PRESETS["quick"].world, confounder_strength=2.0))
     w = rs.world_config(cfg, 0.3, 1.0)
     assert isinstance(w, cr.CompareConfig) and not isinstance(w, rs.ReplicateConfig)
-    assert (w.entanglement, w.p_marker, w.n_postings) == (0.3, 1.0, cfg.n_postings)
+    assert (w.world.entanglement, w.world.p_marker, w.n_postings) == (0.3, 1.0, cfg.n_postings)
+    assert w.world.confounder_strength == 2.0          # every other world field holds
+    # the quick preset's values as they were before the nesting
+    q = rs.PRESETS["quick"]
+    assert (q.reward.steps, q.reward.batch_size, q.estimator.folds, q.n_postings) == \
+        (300, 4096, 3, 8000)
 
 
 def test_main_writes_every_output(tmp_path, monkeypatch):
@@ -127,21 +135,22 @@ def test_main_writes_every_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rs, "run", fake_run)
     out = tmp_path / "rep"
-    assert rs.main(["--preset", "tiny", "--set", "seeds=2", "--out", str(out)]) == 0
+    assert script.main(["--preset", "tiny", "--set", "seeds=2", "--out", str(out)]) == 0
     res = pd.read_csv(out / "results.csv")
     assert list(res.columns[:8]) == list(rs.COLUMNS)
     assert json.loads((out / "config.json").read_text())["config"]["seeds"] == 2
     for png in ("objective.png", "causal_corr.png"):
         assert (out / png).stat().st_size > 0
-    with pytest.raises(SystemExit, match="entanglements"):
-        rs.main(["--set", "entanglement=0.3", "--out", str(out)])
+    for single in ("entanglement=0.3", "world.p_marker=1"):
+        with pytest.raises(SystemExit, match="the grid is set by entanglements"):
+            script.main(["--set", single, "--out", str(out)])
 
 
 @pytest.mark.slow
 def test_tiny_preset_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("DLM_CACHE", str(tmp_path / "cache"))   # a fresh SFT, no shared cache
     out = tmp_path / "rep"
-    assert rs.main(["--preset", "tiny", "--out", str(out)]) == 0
+    assert script.main(["--preset", "tiny", "--out", str(out)]) == 0
     cfg = rs.PRESETS["tiny"]
     res = pd.read_csv(out / "results.csv")
     assert list(res.columns[:8]) == list(rs.COLUMNS)
@@ -177,12 +186,11 @@ def _deconfoundlm_monday_gaps(entanglement: float, seeds=(0, 1, 2), text: str | 
 
     from dlm.eval.causal_metrics import spurious_gaps
     from dlm.representations import fit_representation
-    from dlm.rewards import MethodContext, TrainerConfig, train_reward_seeds
-    from dlm.causal.fit import EstimatorConfig
+    from dlm.rewards import MethodContext, train_reward_seeds
     from sims.headlines import MARKER_PREFIXES
 
     cfg = rs.world_config(rs.PRESETS["quick"], entanglement, 0.8)
-    assert cfg.marker_effect == -0.1 and cfg.estimator_text == "ngram:256"
+    assert cfg.world.marker_effect == -0.1 and cfg.estimator_text == "ngram:256"
     if text is not None:
         cfg = dataclasses.replace(cfg, estimator_text=text)
     world, held, _ = cr.build_worlds(cfg, None)
@@ -192,13 +200,13 @@ def _deconfoundlm_monday_gaps(entanglement: float, seeds=(0, 1, 2), text: str | 
     for seed in seeds:
         log = world.sample(jax.random.key(seed), cfg.n_postings).log
         ctx = MethodContext(log, rep, world=world, seed=seed,
-                            estimator=EstimatorConfig(folds=cfg.folds),
+                            estimator=cfg.estimator,
                             estimator_text=cfg.estimator_text)
         targets.append(cr.METHODS["deconfoundlm"].target_fn(ctx))
-    tcfg = TrainerConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, l2=cfg.l2)
+    tcfg = cfg.reward
     rewards = train_reward_seeds("deconfoundlm", targets, rep, tcfg, seeds=list(seeds))
     texts = [str(t) for t in held.text_SxK[held.mask_SxK]]
-    return [spurious_gaps(r[0], texts, cfg.marker_effect)["Happy Monday!"] for r in rewards]
+    return [spurious_gaps(r[0], texts, cfg.world.marker_effect)["Happy Monday!"] for r in rewards]
 
 
 @pytest.mark.slow

@@ -114,7 +114,8 @@ def test_bench_seeds_tiny_writes_every_timing(tmp_path):
 
     from scripts import bench_seeds
 
-    argv = ["--preset", "tiny", "--set", "seeds=2", "--set", "steps=10", "--out", str(tmp_path)]
+    argv = ["--preset", "tiny", "--set", "seeds=2", "--set", "reward.steps=10", "--out",
+            str(tmp_path)]
     assert bench_seeds.main(argv) == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     for row in result["methods"]:

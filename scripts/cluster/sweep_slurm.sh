@@ -5,7 +5,7 @@
 #
 #   scripts/cluster/sweep_slurm.sh N OUT SCRIPT [SWEEP OPTIONS] [-- SCRIPT ARGS]
 #   scripts/cluster/sweep_slurm.sh 8 /shared/sw estimate --preset quick \
-#       --grid entanglement=0,0.3,0.6,0.9 --grid p_marker=0.8,1.0 --set seeds=5
+#       --grid world.entanglement=0,0.3,0.6,0.9 --grid world.p_marker=0.8,1.0 --set seeds=5
 #
 # OUT must be on a file system every node sees. Before submitting, the grid is checked here
 # (scripts.sweep --dry-run) so a typo fails now, not in the queue. Prints the two job ids.

@@ -4,9 +4,9 @@ Same architecture as dlm.models.decoder.Decoder with default arguments (RMSNorm,
 RoPE, grouped-query attention, SwiGLU, tied embeddings), same loss (dlm.train.losses.
 next_token_loss) and same optimiser (global-norm clipping, AdamW with decoupled weight decay
 on matrices only, linear warmup + cosine). Written the way a PyTorch user would: nn.Linear,
-F.scaled_dot_product_attention, torch.optim.AdamW with its defaults. dlm never imports this
-module (nor torch); scripts.bench imports it only when torch is installed
-(requirements-bench.txt).
+F.scaled_dot_product_attention, torch.optim.AdamW with its defaults. Nothing imports this
+module (nor torch) at import time; scripts.bench imports it lazily, only when torch is
+installed (requirements-bench.txt).
 """
 from __future__ import annotations
 
