@@ -77,7 +77,7 @@ PRESETS = {
 
 
 def build_world(cfg: BenchConfig):
-    from sims.builtin_corpus import builtin_corpus
+    from dlm.data.builtin_corpus import builtin_corpus
     from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     return HeadlineWorld(builtin_corpus(n_stories=cfg.n_stories),

@@ -49,7 +49,7 @@ def sample_world(n: int, seed: int):
     """One observational sample of the headline world and its truth."""
     import jax
 
-    from sims.builtin_corpus import builtin_corpus
+    from dlm.data.builtin_corpus import builtin_corpus
     from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     world = HeadlineWorld(builtin_corpus(), HeadlineWorldConfig())

@@ -68,8 +68,9 @@ def setup(cfg: BenchSeedsConfig):
 
     from dlm.causal.fit import EstimatorConfig
     from dlm.rewards import METHODS, MethodContext, fit_representation
-    from sims.builtin_corpus import builtin_corpus
-    from sims.headlines import MARKER_PREFIXES, HeadlineWorld, HeadlineWorldConfig
+    from dlm.data.builtin_corpus import builtin_corpus
+    from dlm.data.markers import MARKER_PREFIXES
+    from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     world = HeadlineWorld(builtin_corpus(n_stories=cfg.n_stories),
                           HeadlineWorldConfig(entanglement=cfg.entanglement))

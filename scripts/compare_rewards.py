@@ -16,7 +16,7 @@ fitted once per world; each reward is scored on the held-out stories' candidates
                  ledes (one pool per seed, shared by all methods); also normalised
                  (0 = SFT's first sample, 1 = oracle) and the picks' marker_rate.
 The SFT policy is trained once per world on a log's posted (lede, headline) pairs (cached
-under $DLM_CACHE by dlm.policy.sft.sft_policy), so it writes weekday markers as often as
+under $DLM_CACHE by dlm.policy.sft_cache.sft_policy), so it writes weekday markers as often as
 editors did.
 Writes results.csv (one row per seed x method x strength), summary.md (mean ± se over
 seeds), rewards.png, metrics.jsonl (reward-training curves) and config.json.
@@ -124,7 +124,7 @@ def _sft_config(cfg: CompareConfig):
 
 def build_worlds(cfg: CompareConfig, data: pathlib.Path | None):
     """(world over the training stories, world over the held-out stories, data source)."""
-    from dlm.policy.sft import load_corpus, split_corpus
+    from dlm.policy.sft_corpus import load_corpus, split_corpus
     from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     sft = _sft_config(cfg)
@@ -148,9 +148,9 @@ def posted_corpus(log, corpus):
 
 
 def train_policy(log, world, cfg: CompareConfig, label: str, quiet: bool = True):
-    """The SFT policy on the log's posted pairs (dlm.policy.sft.sft_policy: cached under
+    """The SFT policy on the log's posted pairs (dlm.policy.sft_cache.sft_policy: cached under
     $DLM_CACHE by config and corpus): (params, DecoderConfig, tokenizer)."""
-    from dlm.policy.sft import sft_policy
+    from dlm.policy.sft_cache import sft_policy
 
     sft = dataclasses.replace(_sft_config(cfg), val_fraction=0.1, max_val_pairs=128,
                               ckpt_every=cfg.sft_steps, n_samples=4)
@@ -214,7 +214,7 @@ def prepare(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool
             ) -> Shared:
     """Train the SFT policy on a log of cfg's world and fit the representation on the
     training stories' candidates (with every marker)."""
-    from sims.headlines import MARKER_PREFIXES
+    from dlm.data.markers import MARKER_PREFIXES
 
     t0 = time.perf_counter()
     world, _, source = build_worlds(cfg, data)

@@ -56,7 +56,7 @@ METHODS = ("deconfoundlm", "partial_out")
 
 
 def build_world(cfg: EstimateConfig, data: pathlib.Path | None):
-    from sims.builtin_corpus import builtin_corpus
+    from dlm.data.builtin_corpus import builtin_corpus
     from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     if data is None:

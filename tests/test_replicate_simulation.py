@@ -177,7 +177,7 @@ def _deconfoundlm_monday_gaps(entanglement: float, seeds=(0, 1, 2), text: str | 
     from dlm.eval.causal_metrics import spurious_gaps
     from dlm.rewards import MethodContext, TrainerConfig, fit_representation, train_reward_seeds
     from dlm.causal.fit import EstimatorConfig
-    from sims.headlines import MARKER_PREFIXES
+    from dlm.data.markers import MARKER_PREFIXES
 
     cfg = rs.world_config(rs.PRESETS["quick"], entanglement, 0.8)
     assert cfg.marker_effect == -0.1 and cfg.estimator_text == "ngram:256"
