@@ -205,7 +205,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
     args = parser.parse_args(argv)
-    run(cli.resolve_config(args, PRESETS), args.out, args.data, args.quiet)
+    cfg = cli.resolve_config(args, PRESETS)
+    try:
+        run(cfg, args.out, args.data, args.quiet)
+    except (ValueError, FileExistsError) as err:   # unknown sft_preset, a cache holding another run
+        raise SystemExit(str(err)) from None
 
 
 if __name__ == "__main__":

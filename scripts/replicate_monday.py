@@ -350,10 +350,13 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
-    if args.combine:
-        combine(cfg, args.out, args.combine, args.data, args.quiet)
-    else:
-        run(cfg, args.out, args.data, args.quiet)
+    try:
+        if args.combine:
+            combine(cfg, args.out, args.combine, args.data, args.quiet)
+        else:
+            run(cfg, args.out, args.data, args.quiet)
+    except (ValueError, FileExistsError) as err:   # unknown sft_preset, a cache holding another run
+        raise SystemExit(str(err)) from None
 
 
 if __name__ == "__main__":
