@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from dlm.data.builtin_corpus import builtin_corpus
 from dlm.data.corpus import StoryCorpus
 
 
@@ -20,10 +21,9 @@ def load_corpus(data: pathlib.Path | None, cfg,
     if corpus is not None:
         return check_corpus_arg(data, corpus)
     if data is None:
-        from dlm.data.builtin_corpus import builtin_corpus
         return builtin_corpus(n_stories=cfg.n_stories, seed=cfg.seed), "built-in template corpus"
     from dlm.data.corpus import stories_from_log
-    from dlm.data.upworthy import load_upworthy
+    from dlm.data.upworthy import load_upworthy    # lazy: pandas only with a data file
     return stories_from_log(load_upworthy(data)), str(data)
 
 
