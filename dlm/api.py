@@ -16,14 +16,14 @@ The same steps `python -m scripts.deconfound` runs, as functions:
     api.save_reward(reward, "r"); reward = api.load_reward("r")
     ft = api.finetune(result, reward, "dpo")   # SFT on the log, DPO; ft.summary, ft.save(d)
 
-`fit` is dlm.causal.crossfit.deconfound on dlm.data.text_features.text_representation, so
-any entry point that uses the same text spec and seed gets the same adjusted outcomes.
+`fit` is dlm.causal.crossfit.deconfound on a dlm.representations spec fitted on the log's
+texts, so any entry point that uses the same text spec and seed gets the same adjusted
+outcomes. Every representation here (the text term, the reward's) is a spec string.
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -35,13 +35,13 @@ from dlm.causal.diagnostics import Diagnostics, DiagnosticsConfig, diagnose as _
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import LogValidationError, ObservationalLog
 from dlm.data.tables import CALENDAR_PARTS, derive_calendar, log_from_frame, read_table
-from dlm.data.text_features import DEFAULT_SPEC, text_representation
-from dlm.reward_store import REWARD_REPRESENTATIONS, load_reward, save_reward  # noqa: F401
+from dlm.representations import DEFAULT_TEXT_SPEC, fit_representation, gram_counts
+from dlm.reward_store import (REWARD_REPRESENTATIONS, check_reward_representation,  # noqa: F401
+                              load_reward, save_reward)
 
 # Columns adjust() adds; an input column of the same name would be overwritten.
 ADDED_BINOMIAL = ("g_hat", "g_lo", "g_hi", "logit_outcome", "logit_adjusted", "rate_adjusted", "fold")
 ADDED_REAL = ("g_hat", "g_lo", "g_hi", "outcome_adjusted", "fold")
-_TOKEN_RE = re.compile(r"\w+(?:['\u2019]\w+)*|[?!]")   # dlm.data.ngrams' word tokens
 # pandas' default missing-value markers (read_csv docs), kept for the non-text columns
 _PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
@@ -158,53 +158,6 @@ def check_size(log: ObservationalLog, n_text: int, cfg: EstimatorConfig = Estima
             " or fewer confounder levels", source=log.source, column=None if big is None else big.name)
 
 
-def _grams(text: str) -> set[str]:
-    """A text's distinct word 1-2 grams, lower-cased (dlm.data.ngrams' tokens)."""
-    toks = _TOKEN_RE.findall(text.lower())
-    return set(toks) | {f"{a} {b}" for a, b in zip(toks, toks[1:])}
-
-
-def _gram_counts(texts: Sequence[str]):
-    """(distinct texts, inverse [N], grams per distinct text, rows containing each gram)."""
-    from collections import Counter
-
-    uniq, inverse, counts = np.unique(np.asarray(texts, dtype=object).astype(str),
-                                      return_inverse=True, return_counts=True)
-    grams = [_grams(t) for t in uniq]
-    freq: Counter = Counter()
-    for g, c in zip(grams, counts):
-        for gram in g:
-            freq[gram] += int(c)
-    return uniq, inverse.reshape(-1), grams, freq
-
-
-def ngram_names(texts: Sequence[str], n_features: int, top: int = 3) -> list[str]:
-    """A name per hashed n-gram column: "ngram[j]: a, b, c", its most frequent n-grams here.
-
-    Each distinct word 1-2 gram is hashed through dlm.data.ngrams itself, so the names
-    follow its hashing exactly; columns no n-gram of these texts reaches stay "ngram[j]".
-    """
-    from dlm.data.ngrams import hashed_ngrams
-
-    freq = _gram_counts(texts)[3]
-    by_bucket: dict[int, list[tuple[int, str]]] = {}
-    for k in (1, 2):
-        grams = [g for g in freq if g.count(" ") == k - 1]
-        if not grams:
-            continue
-        X = hashed_ngrams(grams, n_features=n_features, ngram_range=(k, k), signed=False,
-                          normalize=False)
-        for row, g in enumerate(grams):
-            cols = X.indices[X.indptr[row]:X.indptr[row + 1]]
-            if len(cols) == 1:                   # tokenised as one n-gram, as in the features
-                by_bucket.setdefault(int(cols[0]), []).append((freq[g], g))
-    names = []
-    for j in range(n_features):
-        best = [g for _, g in sorted(by_bucket.get(j, []), key=lambda t: (-t[0], t[1]))[:top]]
-        names.append(f"ngram[{j}]: " + ", ".join(best) if best else f"ngram[{j}]")
-    return names
-
-
 def phrase_matrix(texts: Sequence[str], min_units: int = 20, groups: np.ndarray | None = None,
                   min_groups: int = 1):
     """Indicators [N, V] (scipy CSR) of the word 1-2 grams found in >= min_units rows (and,
@@ -214,7 +167,7 @@ def phrase_matrix(texts: Sequence[str], min_units: int = 20, groups: np.ndarray 
     phrases spread over several groups are worth a warning."""
     import scipy.sparse as sp
 
-    uniq, inverse, grams, freq = _gram_counts(texts)
+    uniq, inverse, grams, freq = gram_counts(texts)
     keep = {g for g, c in freq.items() if c >= min_units}
     if groups is not None and min_groups > 1:
         pairs = np.unique(np.stack([inverse, np.asarray(groups, np.int64)], 1), axis=0)
@@ -233,31 +186,24 @@ def phrase_matrix(texts: Sequence[str], min_units: int = 20, groups: np.ndarray 
     return X_UxV[inverse], tuple(vocab)
 
 
-def feature_names(spec: str, texts: Sequence[str], n_features: int) -> tuple[str, ...]:
-    """Human-readable names of the text representation's columns (for diagnostics)."""
-    name, _, _ = spec.partition(":")
-    if name == "phi":
-        from sims.featurise import FEATURES
-        return tuple(FEATURES)
-    if name == "ngram":
-        return tuple(ngram_names(texts, n_features))
-    return tuple(f"{name}[{j}]" for j in range(n_features))
-
-
-def represent(log: ObservationalLog, text: str = DEFAULT_SPEC
+def represent(log: ObservationalLog, text: str = DEFAULT_TEXT_SPEC
               ) -> tuple[np.ndarray | None, tuple[str, ...]]:
-    """The log's text representation under a spec, and its column names."""
-    text_NxF = text_representation(log.content, text)
-    if text_NxF is None:
+    """The log's text representation under a spec (fitted on the log's texts), and its
+    column names (the representation's own, else "PREFIX[j]")."""
+    rep = fit_representation(text, log.content)
+    if rep.dim == 0:
         return None, ()
-    return text_NxF, feature_names(text, log.content, text_NxF.shape[1])
+    prefix = text.partition(":")[0]
+    names = rep.feature_names or tuple(f"{prefix}[{j}]" for j in range(rep.dim))
+    return np.asarray(rep.transform(log.content), np.float32), tuple(names)
 
 
-def fit(log: ObservationalLog, text: str = DEFAULT_SPEC, cfg: EstimatorConfig | None = None,
+def fit(log: ObservationalLog, text: str = DEFAULT_TEXT_SPEC, cfg: EstimatorConfig | None = None,
         **overrides) -> Result:
     """DeconfoundLM's cross-fitted adjustment of `log` (g fitted jointly with the text term).
 
-    text: a text-representation spec ("ngram:256", "phi", "none"). cfg / overrides:
+    text: a dlm.representations spec ("ngram:256", "ngram-svd:64", "none"; "phi" after
+    `import sims.featurise`). cfg / overrides:
     EstimatorConfig fields (seed, method, folds, interval, ...). Groups of the log (units
     randomised together) stay in one fold.
     """
@@ -327,22 +273,23 @@ def check_reward_method(method: str) -> None:
                          "an observational log has none (use deconfoundlm, naive, ...)")
 
 
-def train(result: Result, method: str = "deconfoundlm", representation: str = "ngrams",
-          dim: int = 64, cfg=None, strengths=None, seed: int = 0, history: list | None = None):
+def train(result: Result, method: str = "deconfoundlm", representation: str = "ngram-svd:64",
+          cfg=None, strengths=None, seed: int = 0, history: list | None = None):
     """Reward models (dlm.rewards, the replications' trainer) on this log -> [TrainedReward].
 
     deconfoundlm regresses on `result`'s adjusted outcomes (the ones in adjusted.csv);
     any other method builds its targets as dlm.rewards does (partial_out, naive, ...).
-    Knob methods (odin, invariant) give one reward per strength.
+    Knob methods (odin, invariant) give one reward per strength. representation: the
+    reward heads' frozen dlm.representations spec, fitted on the log's texts (one that
+    save_reward can store: REWARD_REPRESENTATIONS).
     """
-    from dlm.rewards import MethodContext, TrainerConfig, fit_representation, get_method
+    from dlm.rewards import MethodContext, TrainerConfig, get_method
     from dlm.rewards import log_targets, train_reward
 
     check_reward_method(method)
-    if representation not in REWARD_REPRESENTATIONS:
-        raise ValueError(f"reward representation must be one of {REWARD_REPRESENTATIONS}")
+    check_reward_representation(representation)
     log = result.log
-    represent = fit_representation(representation, log.content, dim=dim, seed=seed)
+    represent = fit_representation(representation, log.content, seed=seed)
     if method == "deconfoundlm":
         targets = log_targets(log, result.adjusted.logit_adjusted)
     else:

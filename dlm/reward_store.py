@@ -5,7 +5,8 @@
 
 One Orbax checkpoint (step 0) holds the head's parameters and the fitted representation's
 arrays; reward.json holds the method, strength, target offset, reference condition and
-the representation's settings. dlm.api re-exports both.
+the representation's spec (dlm.representations). dlm.api re-exports both. Rewards saved
+before the registry ({"kind": "ngrams" | "phi"}) load as "ngram-svd:D" / "phi".
 """
 from __future__ import annotations
 
@@ -17,21 +18,34 @@ import numpy as np
 
 from dlm import outputs
 
-REWARD_REPRESENTATIONS = ("ngrams", "phi")     # frozen representations a saved reward can carry
+# representations a saved reward can carry: ngram-svd's fitted arrays are saved; the
+# others are deterministic, so their spec alone rebuilds them ("trunk" needs its decoder)
+REWARD_REPRESENTATIONS = ("ngram-svd", "ngram", "phi", "llm")
+_SVD_ARRAYS = ("projection_FxD", "mean_D", "sd_D")
+
+
+def check_reward_representation(spec: str) -> None:
+    """A clear error, before training, for a reward representation save_reward cannot store."""
+    if str(spec).partition(":")[0] not in REWARD_REPRESENTATIONS:
+        raise ValueError(f"reward representation {spec!r}: must be one of "
+                         f"{', '.join(REWARD_REPRESENTATIONS)} (a dlm.representations spec, "
+                         "e.g. 'ngram-svd:64')")
 
 
 def save_reward(reward, directory: str | pathlib.Path) -> pathlib.Path:
     """Save a frozen-representation reward with Orbax: the head's parameters and the fitted
     representation's arrays as one checkpoint (step 0), its settings in reward.json."""
-    from dlm.rewards import NgramSVD
+    from dlm.representations import NgramSVD
     from dlm.train.checkpoint import Checkpointer
 
     directory = pathlib.Path(directory)
     rep = reward.backbone.represent
-    arrays, meta = {}, {"kind": "phi"}
+    spec = getattr(rep, "spec", None)
+    check_reward_representation(spec)
+    arrays, meta = {}, {"spec": spec, "kind": spec.partition(":")[0]}
     if isinstance(rep, NgramSVD):
-        arrays = {"projection_FxD": rep.projection_FxD, "mean_D": rep.mean_D, "sd_D": rep.sd_D}
-        meta = {"kind": "ngrams", "n_features": rep.n_features, "ngram_range": list(rep.ngram_range)}
+        arrays = {k: getattr(rep, k) for k in _SVD_ARRAYS}
+        meta.update(n_features=rep.n_features, ngram_range=list(rep.ngram_range))
     with Checkpointer(directory / "checkpoints", keep=1) as ck:
         ck.save(0, {"params": reward.params, "representation": arrays})
     outputs.write_json(directory / "reward.json", {
@@ -41,13 +55,28 @@ def save_reward(reward, directory: str | pathlib.Path) -> pathlib.Path:
     return directory
 
 
+def _representation(rep_meta: dict, arrays: dict, where: pathlib.Path):
+    """The saved representation: ngram-svd from its arrays, any other from its spec."""
+    from dlm.representations import NgramSVD, fit_representation
+
+    kind = rep_meta.get("kind")
+    if kind in ("ngrams", "ngram-svd"):          # "ngrams": saved before the registry
+        svd = [np.asarray(arrays[k], np.float32) for k in _SVD_ARRAYS]
+        spec = rep_meta.get("spec") or f"ngram-svd:{svd[0].shape[1]}"
+        return NgramSVD(*svd, int(rep_meta["n_features"]), tuple(rep_meta["ngram_range"]), spec)
+    if kind in REWARD_REPRESENTATIONS:
+        return fit_representation(rep_meta.get("spec") or kind, [])
+    raise ValueError(f"{where}: unknown representation {kind!r}")
+
+
 def load_reward(directory: str | pathlib.Path):
     """The reward saved by save_reward in `directory`, ready to score texts (a TrainedReward).
 
     The head's architecture (hidden layer, confounder inputs, second head) is read off the
-    saved parameters; the representation is rebuilt from its saved arrays, so the loaded
-    reward scores any text exactly as the one that was saved."""
-    from dlm.rewards import NgramSVD, TrainerConfig, TrainedReward, fit_representation
+    saved parameters; the representation is rebuilt from its saved arrays (or its spec), so
+    the loaded reward scores any text exactly as the one that was saved. A "phi" reward needs
+    `import sims.featurise` first."""
+    from dlm.rewards import TrainerConfig, TrainedReward
     from dlm.rewards.trainer import _Frozen
     from dlm.train.checkpoint import Checkpointer
 
@@ -59,14 +88,7 @@ def load_reward(directory: str | pathlib.Path):
     meta = json.loads(meta_path.read_text())
     with Checkpointer(directory / "checkpoints") as ck:
         saved = ck.restore(None, None)           # no target: the tree as it was saved
-    rep_meta, arrays = meta["representation"], saved.get("representation") or {}
-    if rep_meta["kind"] == "ngrams":
-        rep = NgramSVD(*(np.asarray(arrays[k], np.float32) for k in ("projection_FxD", "mean_D", "sd_D")),
-                       int(rep_meta["n_features"]), tuple(rep_meta["ngram_range"]))
-    elif rep_meta["kind"] in REWARD_REPRESENTATIONS:
-        rep = fit_representation(rep_meta["kind"], [])
-    else:
-        raise ValueError(f"{meta_path}: unknown representation {rep_meta['kind']!r}")
+    rep = _representation(meta["representation"], saved.get("representation") or {}, meta_path)
     params = jax.tree.map(np.asarray, saved["params"])
     hidden = int(np.shape(params["hidden"]["kernel"])[1]) if "hidden" in params else 0
     conf_ref = None if meta["conf_ref"] is None else np.asarray(meta["conf_ref"], np.float32)

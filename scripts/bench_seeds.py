@@ -44,8 +44,7 @@ class BenchSeedsConfig:
     seeds: int = 8
     methods: tuple[str, ...] = ("deconfoundlm", "odin")
     knob: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
-    rep_dim: int = 64
-    estimator_dims: int = 32
+    representation: str = "ngram-svd:64"   # the reward heads' dlm.representations spec
     folds: int = 5
     steps: int = 600
     batch_size: int = 4096
@@ -57,7 +56,7 @@ class BenchSeedsConfig:
 
 PRESETS = {
     "tiny": BenchSeedsConfig(n_stories=60, n_postings=3000, seeds=3, knob=(1.0, 100.0),
-                             rep_dim=32, estimator_dims=8, folds=2, steps=60, batch_size=1024),
+                             representation="ngram-svd:32", folds=2, steps=60, batch_size=1024),
     "quick": BenchSeedsConfig(),
 }
 
@@ -67,22 +66,22 @@ def setup(cfg: BenchSeedsConfig):
     import jax
 
     from dlm.causal.fit import EstimatorConfig
-    from dlm.rewards import METHODS, MethodContext, fit_representation
     from dlm.data.builtin_corpus import builtin_corpus
     from dlm.data.markers import MARKER_PREFIXES
+    from dlm.representations import fit_representation
+    from dlm.rewards import METHODS, MethodContext
     from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     world = HeadlineWorld(builtin_corpus(n_stories=cfg.n_stories),
                           HeadlineWorldConfig(entanglement=cfg.entanglement))
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
-    rep = fit_representation("ngrams", universe, dim=cfg.rep_dim, seed=0)
+    rep = fit_representation(cfg.representation, universe, seed=0)
     c_ref = world.reference_condition()
     targets = {name: [] for name in cfg.methods}
     for seed in range(cfg.seeds):
         log = world.sample(jax.random.key(seed), cfg.n_postings).log
         ctx = MethodContext(log, rep, world=world, seed=seed, c_ref=c_ref,
-                            estimator=EstimatorConfig(folds=cfg.folds),
-                            estimator_dims=cfg.estimator_dims)
+                            estimator=EstimatorConfig(folds=cfg.folds))
         for name in cfg.methods:
             targets[name].append(METHODS[name].target_fn(ctx))
     return rep, targets, c_ref, universe[:2000]
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     result = {"preset": args.preset, "config": cfg, "methods": rows, "setup_s": setup_s,
               "setting": f"{cfg.seeds} seeds x {cfg.n_postings:,} postings, entanglement "
-                         f"{cfg.entanglement}, n-gram representation dim {cfg.rep_dim}, "
+                         f"{cfg.entanglement}, representation {cfg.representation}, "
                          f"{cfg.steps} steps of batch {cfg.batch_size}; times include "
                          f"compilation; setup (logs, targets) {setup_s:.0f} s not timed.",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax "

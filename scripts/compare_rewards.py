@@ -43,8 +43,8 @@ from dlm.causal.fit import EstimatorConfig  # noqa: E402
 from dlm.eval import causal_metrics as cm  # noqa: E402
 from dlm.eval.reward_eval import HeldOut, held_out, reward_metrics, sft_row  # noqa: E402,F401
 from dlm.eval.stats import format_table, summarise  # noqa: E402
-from dlm.rewards import (METHODS, MethodContext, TrainerConfig,  # noqa: E402
-                         fit_representation, train_reward_seeds)
+from dlm.representations import fit_representation  # noqa: E402
+from dlm.rewards import METHODS, MethodContext, TrainerConfig, train_reward_seeds  # noqa: E402
 
 METRICS = ("causal_corr", "spurious_gap", "pair_acc", "objective", "normalised_objective",
            "marker_rate", "gap_monday", "gap_friday", "val_loss")
@@ -72,12 +72,9 @@ class CompareConfig:
     # the rewards
     methods: tuple[str, ...] = ()      # empty: every registered method
     knob: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
-    representation: str = "ngrams"     # ngrams | trunk (the SFT policy's states) | phi
-    rep_dim: int = 64
-    estimator_text: str = "ngram:256"  # deconfoundlm's text term h(X): a text_features spec,
-                                       # "rep" (the reward representation) or "pca:K" (its top
-                                       # K components; "pca" alone: estimator_dims of them)
-    estimator_dims: int = 32
+    representation: str = "ngram-svd:64"  # the reward heads' dlm.representations spec (trunk:
+                                          # the SFT policy's states; phi; llm:NAME)
+    estimator_text: str = "ngram:256"  # deconfoundlm's text term h(X): its own spec
     folds: int = 5
     steps: int = 600
     batch_size: int = 4096
@@ -101,13 +98,14 @@ class CompareConfig:
 
 
 PRESETS = {
-    "tiny": CompareConfig(n_stories=60, n_postings=3000, seeds=2, knob=(1.0, 100.0), rep_dim=32,
-                          estimator_dims=8, folds=2, steps=60, batch_size=1024, sft_steps=8,
-                          sft_batch=8, max_len=64, max_prompt_len=32, best_of=4, n_ledes=6,
-                          max_new_tokens=12, max_heldout_stories=20),
+    "tiny": CompareConfig(n_stories=60, n_postings=3000, seeds=2, knob=(1.0, 100.0),
+                          representation="ngram-svd:32", folds=2, steps=60, batch_size=1024,
+                          sft_steps=8, sft_batch=8, max_len=64, max_prompt_len=32, best_of=4,
+                          n_ledes=6, max_new_tokens=12, max_heldout_stories=20),
     "quick": CompareConfig(),
-    "full": CompareConfig(n_postings=100_000, seeds=5, rep_dim=128, policy_model="small",
-                          sft_steps=3000, sft_lr=1e-3, n_ledes=120, max_heldout_stories=600),
+    "full": CompareConfig(n_postings=100_000, seeds=5, representation="ngram-svd:128",
+                          policy_model="small", sft_steps=3000, sft_lr=1e-3, n_ledes=120,
+                          max_heldout_stories=600),
 }
 
 
@@ -204,7 +202,7 @@ class Shared:
 
 # Fields the SFT policy, the representation or the pools depend on (the corpus split too).
 POLICY_FIELDS = ("n_stories", "heldout_fraction", "max_heldout_stories", "first_seed",
-                 "representation", "rep_dim", "policy_model", "sft_tokenizer", "sft_bpe_vocab",
+                 "representation", "policy_model", "sft_tokenizer", "sft_bpe_vocab",
                  "sft_steps", "sft_batch", "sft_lr",
                  "max_len", "max_prompt_len", "best_of", "n_ledes", "max_new_tokens",
                  "temperature")
@@ -225,8 +223,7 @@ def prepare(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool
     policy = train_policy(log, world, cfg, label, quiet=not progress)
     sft_s = time.perf_counter() - t0
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
-    rep = fit_representation(cfg.representation, universe, dim=cfg.rep_dim, seed=cfg.first_seed,
-                             trunk=policy)
+    rep = fit_representation(cfg.representation, universe, seed=cfg.first_seed, trunk=policy)
     return Shared(cfg, policy, rep, sft_s, time.perf_counter() - t0 - sft_s,
                   cm.marker_rate(log.content)["any"])
 
@@ -278,7 +275,6 @@ def run(cfg: CompareConfig, data: pathlib.Path | None = None, progress: bool = T
                          **sft_row(helds[-1])})
         ctxs.append(MethodContext(sample.log, rep, world=world, seed=seed, estimator=est,
                                   estimator_text=cfg.estimator_text,
-                                  estimator_dims=cfg.estimator_dims,
                                   n_oracle=cfg.n_oracle or None, c_ref=c_ref))
         bar.update(1)
     # one method at a time over all seeds: train_reward_seeds shares one compile among the

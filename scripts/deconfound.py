@@ -3,7 +3,7 @@
     python -m scripts.deconfound --data FILE --content COL [--context COL] [--group COL]
         (--successes COL --trials COL | --outcome COL) --confounder NAME:TYPE [...]
         [--derive [COL:]weekday,month] [--text-features ngram:256] --out DIR
-        [--train-reward deconfoundlm [--reward-representation ngrams|phi]]
+        [--train-reward deconfoundlm [--reward-representation ngram-svd:64|phi|...]]
         [--finetune best-of-n|dpo|pg [--finetune-preset tiny|quick] [--sft-preset NAME]
          [--finetune-steps N] [--model NAME] [--finetune-set FIELD=VALUE ...]]
         [--preset map|svi|nuts] [--set seed=0 --set folds=5 --set share_threshold=0.95 ...]
@@ -14,7 +14,7 @@ date/datetime: modelled as a random walk, or a spline with --set time_basis=spli
 column as categorical confounders. Input: .csv, .csv.gz or .parquet.
 
 The adjustment is dlm.api.fit: DeconfoundLM's g(C) fitted jointly with a text term
-(--text-features, default dlm.data.text_features.DEFAULT_SPEC), cross-fitted by group,
+(--text-features: a dlm.representations spec, default ngram:256), cross-fitted by group,
 subtracted from each unit's empirical logit (or real outcome). Every input is validated
 first; a bad column, row or value stops the run with an error naming it, and nothing is
 written. Outputs in DIR: adjusted.csv (input rows + g_hat, g_lo, g_hi, adjusted outcome,
@@ -53,7 +53,8 @@ from dlm.causal.diagnostics import DiagnosticsConfig
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import CONFOUNDER_KINDS, LogValidationError
 from dlm.data.tables import TIME_UNITS
-from dlm.data.text_features import DEFAULT_SPEC
+from dlm.representations import DEFAULT_TEXT_SPEC
+import sims.featurise  # noqa: F401  (registers the "phi" text representation)
 from scripts.deconfound_report import (build_figures, build_report, confounder_series,
                                        finetune_section, reward_section)
 
@@ -124,17 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "categorical confounders; COL defaults to the time confounder")
     parser.add_argument("--time-unit", default="auto", choices=TIME_UNITS,
                         help="how time confounders are bucketed (default: auto)")
-    parser.add_argument("--text-features", default=DEFAULT_SPEC,
+    parser.add_argument("--text-features", default=DEFAULT_TEXT_SPEC,
                         help=f"text representation of the estimator's text term (default "
-                             f"{DEFAULT_SPEC}; also phi, none)")
+                             f"{DEFAULT_TEXT_SPEC}; also ngram-svd:D, phi, none)")
     parser.add_argument("--train-reward", metavar="METHOD",
                         help="train and save a reward model (deconfoundlm: on the adjusted "
                              "outcomes; or naive, conditioned, partial_out, odin, invariant)")
-    parser.add_argument("--reward-representation", default="ngrams",
-                        choices=api.REWARD_REPRESENTATIONS,
-                        help="frozen text representation of the reward (default: ngrams)")
-    parser.add_argument("--reward-dim", type=int, default=64,
-                        help="width of the n-gram SVD representation (default: 64)")
+    parser.add_argument("--reward-representation", default="ngram-svd:64",
+                        help="frozen text representation of the reward: a dlm.representations "
+                             "spec (default: ngram-svd:64; also ngram:D, phi, llm:NAME)")
     add_finetune_args(parser)
     return parser
 
@@ -189,6 +188,7 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
     confounders = parse_confounders(args.confounder)
     if args.train_reward:
         api.check_reward_method(args.train_reward)
+        api.check_reward_representation(args.reward_representation)
     text_cols = [c for c in (args.content, args.context, args.group) if c]
     frame = api.read_frame(args.data, text_columns=text_cols)
     log = api.from_frame(frame, content=args.content, context=args.context, group=args.group,
@@ -204,7 +204,7 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
     rewards, history = [], []
     if args.train_reward:
         rewards = api.train(result, args.train_reward, args.reward_representation,
-                            args.reward_dim, tcfg, seed=cfg.seed, history=history)
+                            tcfg, seed=cfg.seed, history=history)
     tuned = None
     if ft_cfg is not None:         # a knob method's first strength (odin, invariant)
         tuned = ft.finetune(result, rewards[0], cfg=ft_cfg, quiet=True)
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
               "text_features": args.text_features, "preset": args.preset, "estimator": cfg,
               "diagnostics": dcfg, "rows": len(result.log), "seconds": out["seconds"],
               "train_reward": args.train_reward,
-              "reward_representation": args.reward_representation, "reward_dim": args.reward_dim,
+              "reward_representation": args.reward_representation,
               "trainer": tcfg if args.train_reward else None, "finetune": ft_cfg}
     d = args.out
     outputs.write_csv(d / "adjusted.csv", out["table"])

@@ -5,7 +5,8 @@
 
 For each seed: sample the headline world (sims.headlines; built-in template corpus unless
 --data points at the Upworthy archive), then run
-  deconfoundlm  g fitted jointly with a linear text term on phi(X) (cross-fitted), and
+  deconfoundlm  g fitted jointly with a linear text term (cross-fitted; estimator_text, a
+                dlm.representations spec, default phi(X): the world's features), and
   partial_out   g fitted on the confounders alone (outcome residualised on C),
 and compare every weekday effect and the audience slope with the truth, plus the Pearson
 correlation of each method's adjusted outcome with the true content effect tau (corr_tau).
@@ -27,6 +28,7 @@ from dlm import cli, outputs
 from dlm.causal.crossfit import deconfound, partial_out
 from dlm.causal.fit import EstimatorConfig
 from dlm.eval.stats import format_mean_se, mean_se
+from dlm.representations import text_term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class EstimateConfig:
     covariance: str = "sandwich"
     folds: int = 5
     interval: float = 0.9
+    estimator_text: str = "phi"       # deconfoundlm's text term: a dlm.representations spec
 
 
 PRESETS = {
@@ -101,7 +104,8 @@ def run(cfg: EstimateConfig, data: pathlib.Path | None = None, progress: bool = 
     for r, seed in enumerate(tqdm(seeds, desc="seeds", disable=not progress)):
         s = samples[r]
         est = dataclasses.replace(est_cfg, seed=seed)
-        rows += _rows(seed, "deconfoundlm", deconfound(s.log, s.phi, est), truth, s.tau)
+        text = text_term(cfg.estimator_text, s.log.content, seed=seed)   # phi: = s.phi
+        rows += _rows(seed, "deconfoundlm", deconfound(s.log, text, est), truth, s.tau)
         rows += _rows(seed, "partial_out", partial_out(s.log, est), truth, s.tau)
     return pd.DataFrame(rows, columns=["seed", "method", "quantity", "truth", "estimate", "lo", "hi"])
 

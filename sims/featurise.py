@@ -2,7 +2,8 @@
 
 phi is the simulated world's notion of "what in the text matters": tau = beta . phi(X).
 Base features are computed on the text with any weekday marker stripped, so adding a
-marker changes only the marker columns (DESIGN.md section 3).
+marker changes only the marker columns (DESIGN.md section 3). Importing this module
+registers the text representation "phi" in dlm.representations.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from dlm.data.markers import MARKER_RE, MARKERS, strip_marker
+from dlm.representations import Features, register_representation
+from dlm.representations.registry import no_option
 
 FEATURES: tuple[str, ...] = ("digit", "question", "second_person", "length", "emotive",
                              "this", "marker_monday", "marker_friday")
@@ -120,3 +123,13 @@ def enlarge(headlines: Sequence[str], rng: np.random.Generator, target: int = 10
     n_more = max(0, min(target - len(originals), len(pool)))
     picked = rng.choice(len(pool), size=n_more, replace=False) if n_more else []
     return tuple(originals + [pool[i] for i in sorted(picked)])
+
+
+def _phi_representation(option, train_texts, *, seed=0, **_):
+    """"phi": the world's own features (a known-truth representation for tests and
+    diagnostics, not for claims); nothing is fitted."""
+    no_option("phi", option)
+    return Features(phi, len(FEATURES), "phi", FEATURES)
+
+
+register_representation("phi", _phi_representation)

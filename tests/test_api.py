@@ -7,7 +7,8 @@ from dlm import api
 from dlm.causal.crossfit import deconfound
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import LogValidationError
-from dlm.data.text_features import text_representation
+from dlm.representations import fit_representation
+import sims.featurise  # noqa: F401  (registers the "phi" text representation)
 
 
 def _frame(n=240, seed=0):
@@ -85,7 +86,8 @@ def test_fit_and_adjust_equal_the_direct_adjustment():
     log = api.from_frame(frame, content="text", group="test", successes="s", trials="n",
                          confounders={"aud": "numeric"}, derive="when:weekday")
     result = api.fit(log, text="ngram:16", seed=3, folds=3)
-    ref = deconfound(log, text_representation(log.content, "ngram:16"), EstimatorConfig(seed=3, folds=3))
+    text = fit_representation("ngram:16", log.content).transform(log.content)
+    ref = deconfound(log, text, EstimatorConfig(seed=3, folds=3))
     np.testing.assert_array_equal(result.adjusted.g_hat, ref.g_hat)
     table = api.adjust(frame, result)
     assert list(table.columns[:len(frame.columns)]) == list(frame.columns)
@@ -112,16 +114,12 @@ def test_real_outcome_adjustment():
     assert "logit_adjusted" not in table
 
 
-def test_ngram_names_follow_the_hashing():
-    from dlm.data.ngrams import hashed_ngrams
-
-    texts = ["Happy Monday! Cats win", "Happy Monday! Dogs win", "Dogs lose"]
-    names = api.ngram_names(texts, 64)
-    col = hashed_ngrams(["happy monday"], n_features=64, ngram_range=(2, 2)).indices[0]
-    assert "happy monday" in names[col]
-    col = hashed_ngrams(["dogs"], n_features=64, ngram_range=(1, 1)).indices[0]
-    assert "dogs" in names[col]
-    assert api.feature_names("phi", texts, 8)[6] == "marker_monday"
+def test_fit_names_the_text_columns():
+    log = api.from_frame(_frame(), content="text", outcome="y", confounders={"aud": "numeric"})
+    result = api.fit(log, text="phi", folds=2)
+    assert result.feature_names[6] == "marker_monday"
+    result = api.fit(log, text="ngram-svd:3", folds=2)      # no names of its own: "PREFIX[j]"
+    assert result.feature_names == ("ngram-svd[0]", "ngram-svd[1]", "ngram-svd[2]")
 
 
 def test_phrase_matrix_counts_rows_and_groups():
@@ -199,7 +197,7 @@ def test_reward_round_trips_through_orbax(marker_log, tmp_path):
     from dlm.train.checkpoint import Checkpointer
 
     result = api.fit(marker_log, text="phi", folds=2)
-    (reward,) = api.train(result, "deconfoundlm", representation="ngrams", dim=8,
+    (reward,) = api.train(result, "deconfoundlm", representation="ngram-svd:8",
                           cfg=TrainerConfig(steps=20, batch_size=128))
     api.save_reward(reward, tmp_path / "r")
     rep = reward.backbone.represent
@@ -214,8 +212,31 @@ def test_reward_round_trips_through_orbax(marker_log, tmp_path):
     np.testing.assert_array_equal(saved["projection_FxD"], rep.projection_FxD)
     meta = json.loads((tmp_path / "r" / "reward.json").read_text())
     assert meta["method"] == "deconfoundlm" and meta["offset"] == pytest.approx(reward.offset)
-    assert meta["representation"] == {"kind": "ngrams", "n_features": rep.n_features,
+    assert meta["representation"] == {"spec": "ngram-svd:8", "kind": "ngram-svd",
+                                      "n_features": rep.n_features,
                                       "ngram_range": list(rep.ngram_range)}
+
+
+def test_a_reward_saved_before_the_registry_still_loads(marker_log, tmp_path):
+    """reward.json of the old format ({"kind": "ngrams", ...}, no spec) loads as ngram-svd."""
+    import json
+
+    from dlm.rewards import TrainerConfig
+
+    result = api.fit(marker_log, text="phi", folds=2)
+    (reward,) = api.train(result, "deconfoundlm", representation="ngram-svd:8",
+                          cfg=TrainerConfig(steps=20, batch_size=128))
+    api.save_reward(reward, tmp_path / "r")
+    path = tmp_path / "r" / "reward.json"
+    meta = json.loads(path.read_text())
+    meta["representation"] = {"kind": "ngrams", "n_features": 4096, "ngram_range": [1, 2]}
+    path.write_text(json.dumps(meta))
+    loaded = api.load_reward(tmp_path / "r")
+    assert loaded.backbone.represent.spec == "ngram-svd:8"
+    texts = list(marker_log.content[:20]) + ["Happy Monday! Why you matter?"]
+    np.testing.assert_allclose(loaded(texts), reward(texts), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="reward representation 'trunk'"):
+        api.train(result, "deconfoundlm", representation="trunk")
 
 
 def test_reward_method_errors_come_first():
@@ -226,7 +247,8 @@ def test_reward_method_errors_come_first():
 
 
 @pytest.mark.parametrize("method,representation,hidden", [
-    ("deconfoundlm", "ngrams", 0), ("conditioned", "phi", 4), ("odin", "phi", 0)])
+    ("deconfoundlm", "ngram-svd:8", 0), ("conditioned", "phi", 4), ("odin", "phi", 0),
+    ("naive", "ngram:32", 0)])
 def test_load_reward_scores_like_the_saved_one(marker_log, tmp_path, method, representation,
                                                hidden):
     """load_reward inverts save_reward: every head shape (hidden layer, confounder inputs,
@@ -234,7 +256,7 @@ def test_load_reward_scores_like_the_saved_one(marker_log, tmp_path, method, rep
     from dlm.rewards import TrainedReward, TrainerConfig
 
     result = api.fit(marker_log, text="phi", folds=2)
-    reward = api.train(result, method, representation=representation, dim=8,
+    reward = api.train(result, method, representation=representation,
                        cfg=TrainerConfig(steps=20, batch_size=128, hidden=hidden),
                        strengths=(1.0,) if method == "odin" else None)[0]
     api.save_reward(reward, tmp_path / "r")

@@ -165,11 +165,11 @@ def test_bad_confounder_spec_and_outcome_flags(small, tmp_path):
 
 @pytest.mark.slow
 def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
-    """Acceptance: the script's adjusted outcomes equal deconfound(log, text_representation(
-    log.content, DEFAULT_SPEC), EstimatorConfig(seed=0)) on the loaded Upworthy log."""
+    """Acceptance: the script's adjusted outcomes equal deconfound(log, text_term(
+    DEFAULT_TEXT_SPEC, log.content), EstimatorConfig(seed=0)) on the loaded Upworthy log."""
     from dlm.causal.crossfit import deconfound as direct
     from dlm.causal.fit import EstimatorConfig
-    from dlm.data.text_features import DEFAULT_SPEC, text_representation
+    from dlm.representations import DEFAULT_TEXT_SPEC, text_term
     from dlm.data.upworthy import load_upworthy
 
     rc = deconfound.main([
@@ -178,7 +178,7 @@ def test_upworthy_matches_the_direct_adjustment(upworthy_path, tmp_path):
         "--confounder", "test_week:time", "--set", "seed=0", "--out", str(tmp_path / "up")])
     assert rc == 0
     log = load_upworthy(upworthy_path)
-    ref = direct(log, text_representation(log.content, DEFAULT_SPEC), EstimatorConfig(seed=0))
+    ref = direct(log, text_term(DEFAULT_TEXT_SPEC, log.content), EstimatorConfig(seed=0))
     adj = pd.read_csv(tmp_path / "up" / "adjusted.csv")
     np.testing.assert_allclose(adj.g_hat, ref.g_hat, rtol=0, atol=1e-12)
     np.testing.assert_allclose(adj.logit_adjusted, ref.logit_adjusted, rtol=0, atol=1e-12)
@@ -225,7 +225,12 @@ def test_train_reward_flag(tmp_path, capsys):
     assert deconfound.main(base + ["--train-reward", "oracle", "--out", str(tmp_path / "bad")]) == 2
     assert "needs interventional data" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     out = tmp_path / "out"
-    assert deconfound.main(base + ["--train-reward", "deconfoundlm", "--reward-dim", "8",
+    assert deconfound.main(base + ["--train-reward", "deconfoundlm", "--reward-representation",
+                                   "bogus", "--out", str(tmp_path / "bad")]) == 2
+    assert "reward representation 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert deconfound.main(base + ["--train-reward", "deconfoundlm",
+                                   "--reward-representation", "ngram-svd:8",
                                    "--set", "steps=30", "--out", str(out)]) == 0
     assert (out / "rewards" / "deconfoundlm" / "reward.json").is_file()
     assert (out / "rewards" / "deconfoundlm" / "checkpoints" / "0").is_dir()

@@ -42,8 +42,6 @@ LAYERS: list[tuple[str, ...]] = [
 # Every script -> script edge (scripts/*.py importing scripts.*) is tolerated the same way.
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("dlm/data/text_features.py", "sims.featurise"),
-    ("dlm/rewards/representations.py", "sims.featurise"),
-    ("dlm/api.py", "sims.featurise"),
     # private names: (file, "module._name")
     ("dlm/reward_store.py", "dlm.rewards.trainer._Frozen"),
     ("scripts/bench_pretrained.py", "scripts.bench._median_time"),
@@ -83,8 +81,8 @@ def _resolve(name: str, modules) -> str | None:
 
 
 class _Walker(ast.NodeVisitor):
-    def __init__(self, mod: str, rel: str, is_pkg: bool, modules):
-        self.mod, self.rel, self.modules = mod, rel, modules
+    def __init__(self, mod: str, rel: str, is_pkg: bool, modules, known):
+        self.mod, self.rel, self.modules, self.known = mod, rel, modules, known
         self.package = mod if is_pkg else mod.rpartition(".")[0]
         self.edges: list[Edge] = []
         self.private: list[str] = []
@@ -118,7 +116,7 @@ class _Walker(ast.NodeVisitor):
                 continue
             dst = self._edge(base, node.lineno)
             if (dst is not None and a.name.startswith("_") and dst != self.mod
-                    and (self.rel, f"{dst}.{a.name}") not in KNOWN_VIOLATIONS):
+                    and (self.rel, f"{dst}.{a.name}") not in self.known):
                 self.private.append(f"{self.rel}:{node.lineno}: imports private "
                                     f"{a.name!r} from {dst}")
 
@@ -131,17 +129,18 @@ class _Walker(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name):
-        if node.id == "SystemExit" and (self.rel, "SystemExit") not in KNOWN_VIOLATIONS:
+        if node.id == "SystemExit" and (self.rel, "SystemExit") not in self.known:
             self.system_exit.append(node.lineno)
 
 
-def walk(root: pathlib.Path = ROOT):
-    """(edges, private-name uses, SystemExit uses) of every walked file."""
+def walk(root: pathlib.Path = ROOT, known=KNOWN_VIOLATIONS):
+    """(edges, private-name uses, SystemExit uses) of every walked file; private names and
+    SystemExit listed in `known` are left out (edges are filtered by the checks)."""
     files = project_files(root)
     edges, private, system_exit = [], [], []
     for mod, path in files.items():
         rel = path.relative_to(root).as_posix()
-        w = _Walker(mod, rel, path.name == "__init__.py", files)
+        w = _Walker(mod, rel, path.name == "__init__.py", files, known)
         w.visit(ast.parse(path.read_text(), filename=rel))
         edges += list(dict.fromkeys(w.edges))        # `from m import a, b`: one edge
         private += w.private
@@ -246,6 +245,22 @@ def test_library_raises_exceptions_not_system_exit():
     _, _, system_exit = walk()
     lib = [w for w in system_exit if not w.startswith("scripts/") and not w.startswith("dlm/cli.py")]
     assert not lib, "SystemExit in library code (raise an exception; scripts exit):\n" + "\n".join(lib)
+
+
+def test_known_violations_still_exist():
+    """An entry whose violation is gone must leave KNOWN_VIOLATIONS, so the list only
+    shrinks and never hides a new violation of the same kind."""
+    edges, private, system_exit = walk(known=set())
+    present = {(e.file, e.dst) for e in edges}
+    for file, what in sorted(KNOWN_VIOLATIONS):
+        if what == "SystemExit":
+            ok = any(w.startswith(f"{file}:") for w in system_exit)
+        elif what.rpartition(".")[2].startswith("_"):
+            mod, _, name = what.rpartition(".")
+            ok = any(p.startswith(f"{file}:") and mod in p and name in p for p in private)
+        else:
+            ok = (file, what) in present
+        assert ok, f"KNOWN_VIOLATIONS entry {(file, what)} no longer occurs: remove it"
 
 
 def test_checker_catches_what_it_should(tmp_path):

@@ -175,7 +175,8 @@ def _deconfoundlm_monday_gaps(entanglement: float, seeds=(0, 1, 2), text: str | 
     import jax
 
     from dlm.eval.causal_metrics import spurious_gaps
-    from dlm.rewards import MethodContext, TrainerConfig, fit_representation, train_reward_seeds
+    from dlm.representations import fit_representation
+    from dlm.rewards import MethodContext, TrainerConfig, train_reward_seeds
     from dlm.causal.fit import EstimatorConfig
     from dlm.data.markers import MARKER_PREFIXES
 
@@ -185,7 +186,7 @@ def _deconfoundlm_monday_gaps(entanglement: float, seeds=(0, 1, 2), text: str | 
         cfg = dataclasses.replace(cfg, estimator_text=text)
     world, held, _ = cr.build_worlds(cfg, None)
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
-    rep = fit_representation(cfg.representation, universe, dim=cfg.rep_dim, seed=cfg.first_seed)
+    rep = fit_representation(cfg.representation, universe, seed=cfg.first_seed)
     targets = []
     for seed in seeds:
         log = world.sample(jax.random.key(seed), cfg.n_postings).log
@@ -207,6 +208,9 @@ def test_deconfoundlm_marker_gap_is_within_003_with_the_default_text_term(entang
 
 
 @pytest.mark.slow
-def test_the_old_text_term_top_16_components_misses_the_bound():
-    """The control: the same world with the text term issue 13 found wanting."""
-    assert np.mean(_deconfoundlm_monday_gaps(0.0, text="pca:16")) > 0.05
+def test_a_text_term_without_the_marker_misses_the_bound():
+    """The control: the same world with a text term that does not span the marker. Issue 13
+    found the top 16 components of the reward representation wanting; that projection is
+    gone (the text term is its own spec, and ngram-svd:16 keeps the marker: gaps ~0.015),
+    so the control is no text term at all."""
+    assert np.mean(_deconfoundlm_monday_gaps(0.0, text="none")) > 0.05

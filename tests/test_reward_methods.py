@@ -15,8 +15,9 @@ import pytest
 
 from dlm.data.log import Confounder, ObservationalLog
 from dlm.eval.causal_metrics import causal_corr, spurious_gaps
-from dlm.rewards import (METHODS, ConfounderEncoder, Features, MethodContext, RewardMethod,
-                         Targets, TrainerConfig, fit_representation, naive_targets, train_reward)
+from dlm.representations import Features, fit_representation
+from dlm.rewards import (METHODS, ConfounderEncoder, MethodContext, RewardMethod, Targets,
+                         TrainerConfig, naive_targets, train_reward)
 from dlm.rewards import methods as M
 
 KNOB = (0.1, 1.0, 10.0, 100.0)
@@ -177,19 +178,19 @@ def test_registry_and_clear_errors():
 def test_ngram_svd_is_standardised_on_its_texts_and_deterministic():
     texts = [f"{w} story number {i}?" if i % 3 else f"You {w} {i}" for i, w in
              enumerate(["cat", "dog", "sun", "tree"] * 10)]
-    rep = fit_representation("ngrams", texts, dim=8)
+    rep = fit_representation("ngram-svd:8", texts)
     H = rep(list(dict.fromkeys(texts)))
     assert H.shape == (len(set(texts)), 8) and rep.dim == 8
     np.testing.assert_allclose(H.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(H.std(0), 1, atol=1e-3)
-    np.testing.assert_array_equal(H, fit_representation("ngrams", texts, dim=8)(
+    np.testing.assert_array_equal(H, fit_representation("ngram-svd:8", texts)(
         list(dict.fromkeys(texts))))
 
 
 def test_trunk_states_pool_only_real_tokens():
     from dlm.data.tokenizer import ByteTokenizer
     from dlm.models.decoder import PRESETS, init_params
-    from dlm.rewards import TrunkStates
+    from dlm.representations import TrunkStates
 
     cfg = dataclasses.replace(PRESETS["tiny"], n_layers=1)
     rep = TrunkStates(init_params(cfg, jax.random.key(0)), cfg, ByteTokenizer(), max_len=16,
@@ -204,7 +205,7 @@ def test_trunk_states_pool_only_real_tokens():
 
 # ---- acceptance on tiny headline worlds ----------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def _world_rewards(entanglement: float, marker_effect: float, kind: str = "phi",
+def _world_rewards(entanglement: float, marker_effect: float, spec: str = "phi",
                    n: int = 5000, n_stories: int = 100, steps: int = 200):
     """{method: [TrainedReward, ...]}, held-out texts and the world (cached per world)."""
     from dlm.data.builtin_corpus import builtin_corpus
@@ -217,8 +218,8 @@ def _world_rewards(entanglement: float, marker_effect: float, kind: str = "phi",
     held_texts = [t for row in HeadlineWorld(held, wcfg).candidates for t in row]
     log = world.sample(jax.random.key(0), n).log
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]
-    rep = fit_representation(kind, universe, dim=64)
-    ctx = MethodContext(log, rep, world=world, estimator_dims=32)
+    rep = fit_representation(spec, universe)
+    ctx = MethodContext(log, rep, world=world)
     cfg = TrainerConfig(steps=steps, batch_size=4096)
     rewards = {name: train_reward(name, METHODS[name].target_fn(ctx), rep, cfg,
                                   KNOB if METHODS[name].knob else None)
@@ -256,7 +257,7 @@ def test_with_entanglement_deconfoundlm_ranks_better_than_every_invariance_setti
 
 @pytest.mark.slow
 def test_acceptance_claims_hold_on_the_hashed_ngram_representation():
-    kw = dict(kind="ngrams", n=20_000, n_stories=600, steps=600)
+    kw = dict(spec="ngram-svd:64", n=20_000, n_stories=600, steps=600)
     rewards, texts, _ = _world_rewards(0.6, -0.1, **kw)
     assert _monday_gap(rewards["naive"][0], texts, -0.1) > 0.2
     assert abs(_monday_gap(rewards["deconfoundlm"][0], texts, -0.1)) < 0.05

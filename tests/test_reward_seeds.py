@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from dlm.data.log import Confounder, ObservationalLog
-from dlm.rewards import Features, MethodContext, TrainerConfig, naive_targets, train_reward
+from dlm.representations import Features
+from dlm.rewards import MethodContext, TrainerConfig, naive_targets, train_reward
 from dlm.rewards.trainer import train_reward_seeds
 
 CFG = TrainerConfig(steps=30, batch_size=128, log_every=10)

@@ -30,8 +30,8 @@ from dlm.causal.fit import EstimatorConfig, Fit, fit
 from dlm.data.batching import encode_sft
 from dlm.data.log import Confounder, ObservationalLog
 from dlm.data.markers import FRIDAY, MARKER_PREFIXES, MONDAY, WEEKDAYS
-from dlm.data.text_features import text_representation
 from dlm.realdata.pairs import headline_arms
+from dlm.representations import text_term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +145,7 @@ def adjust(log: ObservationalLog, text_spec: str = "",
         tests, codes = np.unique(np.asarray(log.group), return_inverse=True)
         conf["test"] = Confounder("categorical", codes.astype(np.int64),
                                   tuple(str(t) for t in tests))
-    text = text_representation(log.content, text_spec) if text_spec else None
+    text = text_term(text_spec, log.content) if text_spec else None
     design = build_design(conf, source=log.source)
     n, group = len(log), np.asarray(log.group)
     fold = fold_ids(n, cfg.folds, cfg.seed, group)

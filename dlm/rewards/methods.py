@@ -29,7 +29,7 @@ import numpy as np
 from dlm.causal import crossfit
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import Confounder, LogValidationError, ObservationalLog
-from dlm.data.text_features import DEFAULT_SPEC, text_representation
+from dlm.representations import DEFAULT_TEXT_SPEC, text_term
 from dlm.train.losses import binomial_logit_weights, reward_regression
 
 DEFAULT_KNOB: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
@@ -63,7 +63,8 @@ class MethodContext:
     """What target functions may use: the observational log and, for the oracle, the world.
 
     represent: the frozen text representation of the reward heads. estimator_text:
-    deconfoundlm's text term h(X) (see `estimator_text`). world: anything with
+    deconfoundlm's text term h(X), its own dlm.representations spec (see `estimator_text`),
+    never derived from `represent`. world: anything with
     intervene(key, n, c_ref) -> sample with .log (sims.headlines.HeadlineWorld); None for
     real logs.
     """
@@ -73,8 +74,7 @@ class MethodContext:
     world: Any = None
     seed: int = 0
     estimator: EstimatorConfig = EstimatorConfig()
-    estimator_text: str = DEFAULT_SPEC        # "ngram:256" | "phi" | "rep" | "pca[:K]" | "none"
-    estimator_dims: int = 32                  # K of "pca" without ":K"
+    estimator_text: str = DEFAULT_TEXT_SPEC   # a dlm.representations spec: "ngram:256", "none", ...
     n_oracle: int | None = None               # A/B postings for the oracle (default len(log))
     c_ref: Mapping[str, Any] | None = None    # the reference condition (oracle's do(C))
 
@@ -134,38 +134,18 @@ def partial_out_targets(ctx: MethodContext) -> Targets:
 
 
 def estimator_text(ctx: MethodContext) -> np.ndarray | None:
-    """DeconfoundLM's text term h(X) [N, F] under the spec `ctx.estimator_text`:
-
-      any dlm.data.text_features spec ("ngram:256", the default, as scripts.deconfound;
-      "phi"; "none" -> None), "rep" (the reward heads' representation, in full) or
-      "pca[:K]" (its top K principal components, K default ctx.estimator_dims).
+    """DeconfoundLM's text term h(X) [N, F] float64: the dlm.representations spec
+    `ctx.estimator_text` ("ngram:256", the default, as scripts.deconfound; "ngram-svd:D";
+    "phi"; "none" -> None) fitted on the log's own texts, once per distinct text.
 
     h(X) must span the content g(C) is confounded with: a text term that misses part of a
     weekday marker lets g(C) absorb the marker's effect (issue 13: the top 16-32 components
-    of the 64-d representation span ~20% of the marker, and deconfoundlm's Monday-marker
-    gap was +0.09 at p_marker 0.8). Features are computed once per distinct posted text.
+    of the 64-d reward representation spanned ~20% of the marker, and deconfoundlm's
+    Monday-marker gap was +0.09 at p_marker 0.8). So it is its own spec, not a projection
+    of the reward's representation.
     """
-    spec = ctx.estimator_text
-    name, _, arg = spec.partition(":")
-    uniq, inverse = np.unique(np.asarray(ctx.log.content).astype(str), return_inverse=True)
-    inverse = inverse.reshape(-1)
-    if name not in ("rep", "pca"):
-        H = text_representation(list(uniq), spec)
-        return None if H is None else np.asarray(H, np.float64)[inverse]
-    if ctx.represent is None:
-        raise ValueError(f"estimator text {spec!r} needs MethodContext.represent "
-                         "(the reward representation)")
-    if name == "rep" and arg:
-        raise ValueError(f"estimator text {spec!r}: 'rep' takes no width (use 'pca:K')")
-    if arg and (not arg.isdigit() or int(arg) < 1):
-        raise ValueError(f"estimator text {spec!r}: the width after ':' must be a positive int")
-    H = np.asarray(ctx.represent(list(uniq)), np.float64)
-    if name == "rep":
-        return H[inverse]
-    H = H - H.mean(axis=0)
-    k = max(1, min(int(arg) if arg else ctx.estimator_dims, H.shape[1], H.shape[0] - 1))
-    _, _, vt = np.linalg.svd(H, full_matrices=False)
-    return (H @ vt[:k].T)[inverse]
+    H = text_term(ctx.estimator_text, ctx.log.content, seed=ctx.seed)
+    return None if H is None else np.asarray(H, np.float64)
 
 
 def deconfoundlm_targets(ctx: MethodContext) -> Targets:

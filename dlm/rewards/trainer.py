@@ -4,7 +4,7 @@
                               strengths=(0.1, 1, 10, 100), c_ref=world.reference_condition())
     scores = reward_fns[0](["Why Did A Nurse Do This?", ...])        # np.ndarray [N]
 
-freeze_trunk=True (default): the texts' representation (dlm.rewards.representations) is
+freeze_trunk=True (default): the texts' representation (dlm.representations) is
 computed once and only a head is trained (linear, or one hidden layer), so a whole method
 comparison runs on two CPU cores. All knob values of a method train together: their
 parameters are stacked on a leading axis and the loss is the sum of the per-value losses,
@@ -302,7 +302,7 @@ def _backbone(m: RewardMethod, name: str, targets: Targets, represent, cfg, trun
         if m.uses_confounders else 0
     if cfg.freeze_trunk:
         if represent is None:
-            raise ValueError("freeze_trunk=True needs `represent` (dlm.rewards.representations)")
+            raise ValueError("freeze_trunk=True needs `represent` (dlm.representations)")
         return _Frozen(represent, cfg, n_conf, m.two_heads)
     if trunk is None:
         raise ValueError("freeze_trunk=False needs trunk=(decoder params, DecoderConfig, "
