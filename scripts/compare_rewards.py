@@ -44,7 +44,8 @@ from dlm.eval import causal_metrics as cm  # noqa: E402
 from dlm.eval.reward_eval import HeldOut, held_out, reward_metrics, sft_row  # noqa: E402,F401
 from dlm.eval.stats import format_table, summarise  # noqa: E402
 from dlm.representations import fit_representation  # noqa: E402
-from dlm.rewards import METHODS, MethodContext, TrainerConfig, train_reward_seeds  # noqa: E402
+from dlm.rewards import (METHODS, MethodContext, TrainerConfig, observational_methods,  # noqa: E402
+                         train_reward_seeds)
 
 METRICS = ("causal_corr", "spurious_gap", "pair_acc", "objective", "normalised_objective",
            "marker_rate", "gap_monday", "gap_friday", "val_loss")
@@ -158,7 +159,7 @@ def train_policy(log, world, cfg: CompareConfig, label: str, quiet: bool = True)
 
 # ---- the experiment ---------------------------------------------------------------------------
 def _methods(cfg: CompareConfig) -> list[str]:
-    names = list(cfg.methods) or list(METHODS)
+    names = list(cfg.methods) or observational_methods()
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise SystemExit(f"--set methods: unknown {unknown}; registered: {', '.join(METHODS)}")

@@ -8,6 +8,18 @@ C = (week, weekday, log audience) also shifts which candidate is posted (through
 z(C) on the entangled features) and whether a weekday marker is added. Sampling the model
 gives an observational log; `do()` on C, the headline and the marker gives the A/B world;
 `true_effect` scores any string by the true tau.
+
+Optional popularity (issue 15's instrumental-variable world; `popularity=True`, off by
+default so the world above and its numbers are unchanged): a popularity score
+
+    P = popularity_tau * tau + popularity_confounding * g(C) + promotion_strength * Z
+        + popularity_u * u / unit_noise_sd + e_P,     e_P ~ Normal(0, popularity_sd)
+
+rises with a better headline, with the confounders and with a randomised promotion slot
+Z ~ Bernoulli(promotion_rate), and adds popularity_effect * P to the logit. P shares the
+unobserved unit noise u with the outcome, so it is endogenous: adjusting for it as an
+exogenous confounder biases its effect; Z reaches the outcome only through P (the
+instrument). The log then carries P and Z as numeric columns "popularity" and "promotion".
 """
 from __future__ import annotations
 
@@ -55,6 +67,15 @@ class HeadlineWorldConfig:
     n_candidates: int = 10
     entangled: tuple[str, ...] = ("question", "second_person")
     variant_seed: int = 0               # which variants enlarge each story's candidate set
+    # popularity P and its instrument Z (see the module docstring); off by default
+    popularity: bool = False
+    popularity_effect: float = 0.2      # beta_P: P's effect on the logit
+    promotion_strength: float = 0.5     # pi: shift of P in a promoted posting
+    promotion_rate: float = 0.5         # P(Z = 1), randomised
+    popularity_tau: float = 1.0         # P per unit of tau
+    popularity_confounding: float = 1.0  # P per unit of g(C)
+    popularity_u: float = 1.0           # P per sd of the unit noise u (the endogeneity)
+    popularity_sd: float = 1.0
 
     def __post_init__(self):
         if not 0.0 <= self.p_marker <= 1.0:
@@ -66,6 +87,8 @@ class HeadlineWorldConfig:
             raise ValueError(f"entangled features {bad} not in {BASE_FEATURES}")
         if self.n_candidates < 1 or self.log_audience_sd <= 0 or self.unit_noise_sd < 0:
             raise ValueError("need n_candidates >= 1, log_audience_sd > 0, unit_noise_sd >= 0")
+        if not 0.0 < self.promotion_rate < 1.0 or self.popularity_sd <= 0:
+            raise ValueError("need promotion_rate in (0, 1) and popularity_sd > 0")
         self.beta_vector()  # validates beta
 
     def beta_vector(self) -> np.ndarray:
@@ -94,6 +117,8 @@ class WorldSample:
     marker: np.ndarray     # [N] 0 none, 1 Monday marker, 2 Friday marker
     z: np.ndarray          # [N] standardised confounder score that tilts the headline choice
     u: np.ndarray          # [N] unit noise on the logit
+    popularity: np.ndarray | None = None   # [N] P (popularity worlds only)
+    promotion: np.ndarray | None = None    # [N] Z in {0, 1} (popularity worlds only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +167,7 @@ class HeadlineWorld:
         # the population's middle week: z is centred there, so z ~ 0 on average and = 0 at c_ref
         self.ref_week = int(np.rint(self.weeks_S.mean()))
         self.week_sd = float(self.weeks_S.std()) or 1.0
+        self.sites = SITES + (("promotion", "popularity") if cfg.popularity else ())
         self._jit_sample = jax.jit(self._sites, static_argnums=1)
         self._jit_many = jax.jit(self._sites_many, static_argnums=1)
         self._jit_do = jax.jit(self._sites_do, static_argnums=1)
@@ -199,11 +225,24 @@ class HeadlineWorld:
                 self.g_week(week) + weekday_eff
                 + cfg.audience_slope * (log_aud - cfg.log_audience_mean)))
             u = numpyro.sample("u", dist.Normal(0.0, cfg.unit_noise_sd))
+            logit = cfg.intercept + tau + g + u
+            if cfg.popularity:   # new sites only here: the default world's draws are unchanged
+                logit = logit + cfg.popularity_effect * self._popularity(tau, g, u)
             # integer counts: numpyro's binomial sampler indexes tables by n
             impressions = numpyro.deterministic(
                 "impressions", jnp.round(jnp.exp(log_aud)).astype(jnp.int32))
             return numpyro.sample("clicks", dist.Binomial(
-                total_count=impressions, logits=cfg.intercept + tau + g + u))
+                total_count=impressions, logits=logit))
+
+    def _popularity(self, tau, g, u):
+        """P (module docstring) and its instrument Z, as sites "popularity" and "promotion"."""
+        cfg = self.cfg
+        promo = numpyro.sample("promotion", dist.Bernoulli(cfg.promotion_rate))
+        e = numpyro.sample("popularity_noise", dist.Normal(0.0, cfg.popularity_sd))
+        u_std = u / cfg.unit_noise_sd if cfg.unit_noise_sd > 0 else 0.0 * u
+        return numpyro.deterministic("popularity", (
+            cfg.popularity_tau * tau + cfg.popularity_confounding * g
+            + cfg.promotion_strength * promo + cfg.popularity_u * u_std + e))
 
     def _marker_probs(self, weekday):
         """[N, 3] over (none, Monday, Friday): the day's marker w.p. p_marker on Mon/Fri."""
@@ -216,10 +255,10 @@ class HeadlineWorld:
 
     # ---- sampling ---------------------------------------------------------------------------
     def _sites(self, key, n):
-        return scm.sample_sites(self.model, key, n, sites=SITES)
+        return scm.sample_sites(self.model, key, n, sites=self.sites)
 
     def _sites_many(self, keys, n):
-        return scm.sample_many(self.model, keys, n, sites=SITES)
+        return scm.sample_many(self.model, keys, n, sites=self.sites)
 
     def _sites_do(self, key, n, week, weekday, log_audience, marker_rate):
         """The A/B world: C fixed, headline uniform over the story's candidates, marker random."""
@@ -233,7 +272,7 @@ class HeadlineWorld:
                   "week": jnp.full((n,), week, jnp.float32),
                   "weekday": jnp.full((n,), weekday, jnp.int32),
                   "log_audience": jnp.full((n,), log_audience, jnp.float32)}
-        return scm.sample_sites(scm.intervene(self.model, values), k_model, n, sites=SITES)
+        return scm.sample_sites(scm.intervene(self.model, values), k_model, n, sites=self.sites)
 
     def sample(self, key, n: int) -> WorldSample:
         """n observational postings."""
@@ -275,7 +314,8 @@ class HeadlineWorld:
         cfg, s = self.cfg, self.cfg.confounder_strength
         wd = np.asarray(cfg.weekday_effects, np.float64)
         weeks = np.arange(self.n_periods, dtype=np.float64)
-        return {
+        extra = {"popularity_effect": cfg.popularity_effect} if cfg.popularity else {}
+        return extra | {
             "weekday_levels": WEEKDAYS,
             "weekday_effects": s * (wd - wd.mean()),
             "audience_slope": s * cfg.audience_slope,
@@ -292,19 +332,22 @@ class HeadlineWorld:
         a = {k: np.asarray(v) for k, v in sites.items()}
         story, headline, marker = (a[k].astype(np.int64) for k in ("story", "headline", "marker"))
         content = MARKER_PREFIXES[marker] + self.text_SxK[story, headline]
+        confounders = {
+            "weekday": Confounder("categorical", a["weekday"].astype(np.int64), WEEKDAYS),
+            "week": Confounder("time", np.rint(a["week"]).astype(np.int64),
+                               tuple(self.corpus.week_labels)),
+            "log_audience": Confounder("numeric", a["log_audience"].astype(np.float64)),
+        }
+        pop = {k: a[k].astype(np.float64) for k in ("popularity", "promotion") if k in a}
+        confounders.update({k: Confounder("numeric", v) for k, v in pop.items()})
         log = ObservationalLog(
             content=content,
             context=np.asarray(self.corpus.contexts, dtype=object)[story],
             group=story,
             successes=a["clicks"].astype(np.float64),
             trials=a["impressions"].astype(np.float64),
-            confounders={
-                "weekday": Confounder("categorical", a["weekday"].astype(np.int64), WEEKDAYS),
-                "week": Confounder("time", np.rint(a["week"]).astype(np.int64),
-                                   tuple(self.corpus.week_labels)),
-                "log_audience": Confounder("numeric", a["log_audience"].astype(np.float64)),
-            },
+            confounders=confounders,
             source="HeadlineWorld",
         )
         return WorldSample(log=log, tau=a["tau"], g=a["g"], phi=a["phi"], story=story,
-                           headline=headline, marker=marker, z=a["z"], u=a["u"])
+                           headline=headline, marker=marker, z=a["z"], u=a["u"], **pop)

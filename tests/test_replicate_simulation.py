@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlm.rewards import observational_methods
 from scripts import compare_rewards as cr
 from scripts import replicate_simulation as rs
 
@@ -147,7 +148,7 @@ def test_tiny_preset_end_to_end(tmp_path, monkeypatch):
     cells = set(zip(res.entanglement, res.p_marker, res.method))
     for e in cfg.entanglements:
         for p in cfg.p_markers:
-            for m in ("sft", *cr.METHODS):
+            for m in ("sft", *observational_methods()):
                 assert (e, p, m) in cells
     summary = (out / "summary.md").read_text()
     protocol, in_sample = summary.split("## DeconfoundLM vs ODIN at its in-sample best")

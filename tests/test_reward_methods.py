@@ -17,7 +17,7 @@ from dlm.data.log import Confounder, ObservationalLog
 from dlm.eval.causal_metrics import causal_corr, spurious_gaps
 from dlm.representations import Features, fit_representation
 from dlm.rewards import (METHODS, ConfounderEncoder, MethodContext, RewardMethod, Targets,
-                         TrainerConfig, naive_targets, train_reward)
+                         TrainerConfig, naive_targets, observational_methods, train_reward)
 from dlm.rewards import methods as M
 
 KNOB = (0.1, 1.0, 10.0, 100.0)
@@ -160,7 +160,8 @@ def test_confounder_encoder_columns_bins_and_reference():
 
 def test_registry_and_clear_errors():
     assert list(METHODS) == ["oracle", "naive", "conditioned", "partial_out", "odin",
-                             "invariant", "deconfoundlm"]
+                             "invariant", "deconfoundlm", "experimental", "experimental_ctr"]
+    assert observational_methods() == list(METHODS)[:7]     # the simulation's comparison
     assert METHODS["odin"].knob and METHODS["invariant"].knob and METHODS["odin"].two_heads
     with pytest.raises(ValueError, match="registered: oracle"):
         M.get_method("nope")

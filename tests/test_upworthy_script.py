@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlm.experiments import upworthy as U
+from dlm.experiments import upworthy_report as R
 from dlm.realdata import pairs as P
 from scripts import upworthy as S
 
@@ -96,8 +98,8 @@ def test_outputs_and_known_truth_ranking(tiny_run):
 
 
 def test_n_pairs_is_the_significant_test_split_pairs(synthetic_csv, tiny_run):
-    log, _ = S.load_inputs(synthetic_csv, None)
-    split = P.split_tests(log, S.PRESETS["tiny"].split, seed=0)
+    log, _ = U.load_inputs(synthetic_csv, None)
+    split = P.split_tests(log, U.PRESETS["tiny"].split, seed=0)
     arms = P.headline_arms(log)
     test_arms = arms.take(P.rows_of_tests(arms, split == 2))
     # every test holds hook and no-hook arms: 2 significant pairs per test
@@ -120,20 +122,6 @@ def test_week_effect_output_recovers_the_true_trend(tiny_run):
     np.testing.assert_allclose(weeks.raw_mean_ctr, raw.to_numpy())
 
 
-def test_trunk_backend_learns_a_preference_from_pairs():
-    from dlm.realdata.rewards import TrunkBackend, TrunkConfig
-
-    rng = np.random.default_rng(0)
-    base = ["".join(rng.choice(list("abcdefgh"), 6)) for _ in range(200)]
-    win, lose = np.array([b + "!!" for b in base]), np.array(base)
-    hist = []
-    backend = TrunkBackend(TrunkConfig(d_model=16, d_ff=32, max_len=16, steps=60, batch_size=32,
-                                       lr=1e-2, eval_every=20), history=hist)
-    score = backend.compare("experimental", win, lose, np.arange(200) >= 160)
-    assert P.pair_auc(score([b + "!!" for b in base[:40]]), score(base[:40])) > 0.95
-    assert [h["step"] for h in hist] == [20, 40, 60] and hist[-1]["val_loss"] < 0.69
-
-
 @pytest.mark.slow
 def test_trunk_representation_end_to_end(synthetic_csv, tmp_path):
     res = pd.read_csv(run_main(synthetic_csv, tmp_path / "out", "trunk") / "results.csv")
@@ -149,10 +137,10 @@ def test_selection_lines_report_the_lowest_validation_loss():
                {"representation": "ngram", "method": "naive", "l2": 1e-3, "val_loss": 0.4},
                {"representation": "trunk", "method": "naive", "step": 80, "val_loss": 0.3},
                {"representation": "trunk", "method": "naive", "step": 160, "val_loss": 0.35}]
-    assert S.selection_lines(history) == [
+    assert R.selection_lines(history) == [
         "- validation picked ngram/naive: l2 0.001 (validation loss 0.4000); "
         "trunk/naive: step 80 (validation loss 0.3000)."]
-    assert S.selection_lines([]) == []
+    assert R.selection_lines([]) == []
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
@@ -162,12 +150,12 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
 
 
 def test_bad_eval_data_fails_before_any_training(synthetic_csv, tmp_path, monkeypatch):
-    from dlm.realdata import rewards
+    from dlm.rewards import fit
 
     def boom(*a, **k):
         raise AssertionError("training started")
-    monkeypatch.setattr(rewards, "adjusted_outcomes", boom)
-    monkeypatch.setattr(rewards, "fit_rewards", boom)
+    monkeypatch.setattr(U, "method_targets", boom)
+    monkeypatch.setattr(fit, "fit_scorers", boom)
     bad = tmp_path / "eval.csv"
     synthetic_upworthy(n_tests=10, id_prefix="e").drop(columns=["clicks"]).to_csv(bad, index=False)
     with pytest.raises(SystemExit) as e:
@@ -184,21 +172,21 @@ def test_bad_eval_data_fails_before_any_training(synthetic_csv, tmp_path, monkey
 
 
 def test_eval_data_replaces_the_test_split_and_drops_overlapping_tests(synthetic_csv, tmp_path):
-    log, _ = S.load_inputs(synthetic_csv, None)
+    log, _ = U.load_inputs(synthetic_csv, None)
     other = synthetic_upworthy(n_tests=40, seed=1, id_prefix="e")
-    other_log = S.load_inputs(_write(other, tmp_path / "other.csv"), None)[0]
-    cfg = S.PRESETS["tiny"]
-    d = S.prepare(cfg, log, other_log)
+    other_log = U.load_inputs(_write(other, tmp_path / "other.csv"), None)[0]
+    cfg = U.PRESETS["tiny"]
+    d = U.prepare(cfg, log, other_log)
     assert set(d["test_of"]) == {0, 1}                   # no test split held out of --data
     shared = {h for h in other.headline} & set(log.content)
     left = {t for t, h in zip(other.clickability_test_id, other.headline) if h in shared}
     assert len(left) > 0 and f"{len(left)} of 40 evaluation tests" in d["notes"][0]
     kept = {d["eval_arms"].group_labels[g] for g in d["eval_pairs"].group}
     assert kept == {f"e{i:03d}" for i in range(40)} - left
-    with pytest.raises(SystemExit, match="no within-test pairs"):
-        S.prepare(cfg, log, log)                          # the training file itself: all overlap
-    with pytest.raises(SystemExit, match="unknown representations"):
-        S.run(dataclasses.replace(cfg, representations=("bogus",)), log)
+    with pytest.raises(ValueError, match="no within-test pairs"):
+        U.prepare(cfg, log, log)                          # the training file itself: all overlap
+    with pytest.raises(ValueError, match="unknown representations"):
+        U.run(dataclasses.replace(cfg, representations=("bogus",)), log)
 
 
 def window_archive(tmp_path, n_window=20):
@@ -209,16 +197,16 @@ def window_archive(tmp_path, n_window=20):
     frame.loc[moved, "test_week"] = 201330
     hook = frame.headline.str.contains(HOOK)
     frame.loc[moved & hook, "clicks"] = frame.loc[moved & hook, "clicks"] // 2
-    return S.load_inputs(_write(frame, tmp_path / "window.csv"), None)[0]
+    return U.load_inputs(_write(frame, tmp_path / "window.csv"), None)[0]
 
 
 def test_nonrandomised_window_is_left_out_of_experimental_use(tmp_path):
     log = window_archive(tmp_path)
     window = P.nonrandomised_tests(log)
     assert window.sum() == 20 and all(log.group_labels[g] < "t020" for g in np.flatnonzero(window))
-    cfg = S.PRESETS["tiny"]
-    d = S.prepare(cfg, log)
-    kept = S.prepare(dataclasses.replace(cfg, include_nonrandomised=True), log)
+    cfg = U.PRESETS["tiny"]
+    d = U.prepare(cfg, log)
+    kept = U.prepare(dataclasses.replace(cfg, include_nonrandomised=True), log)
     test_of = d["test_of"]
     n_fit, n_eval = int((window & (test_of < 2)).sum()), int((window & (test_of == 2)).sum())
     assert n_fit > 0 and n_eval > 0
@@ -234,8 +222,8 @@ def test_nonrandomised_window_is_left_out_of_experimental_use(tmp_path):
                              "rows": 60}
     assert len(kept["train_pairs"]) == len(d["train_pairs"]) + 2 * n_fit
     assert len(kept["eval_pairs"]) == len(d["eval_pairs"]) + 2 * n_eval
-    assert f"{n_fit + n_eval} tests (60 rows of --data) left out" in S.left_out_line(d, cfg)
-    assert "kept" in S.left_out_line(kept, dataclasses.replace(cfg, include_nonrandomised=True))
+    assert f"{n_fit + n_eval} tests (60 rows of --data) left out" in R.left_out_line(d, cfg)
+    assert "kept" in R.left_out_line(kept, dataclasses.replace(cfg, include_nonrandomised=True))
 
 
 def test_include_nonrandomised_flag_reaches_the_config(synthetic_csv, tmp_path, monkeypatch):
@@ -244,7 +232,7 @@ def test_include_nonrandomised_flag_reaches_the_config(synthetic_csv, tmp_path, 
     def stop(cfg, *a, **k):
         seen.append(cfg)
         raise KeyboardInterrupt
-    monkeypatch.setattr(S, "run", stop)
+    monkeypatch.setattr(U, "run", stop)
     for flag in ([], ["--include-nonrandomised"]):
         with pytest.raises(KeyboardInterrupt):
             S.main(["--data", str(synthetic_csv), "--out", str(tmp_path / "o"), "--preset",
@@ -268,21 +256,12 @@ def test_real_development_file(upworthy_path, tmp_path):
     assert res.loc["experimental", "auc"] > res.loc["naive", "auc"]
 
 
-@pytest.mark.slow
-def test_frozen_smollm2_states_learn_a_preference():
-    from dlm.models.pretrained import is_available
-    from dlm.realdata.rewards import LinearBackend, llm_featuriser
-
-    if not is_available("smollm2-135m"):
-        pytest.skip("smollm2-135m is not installed (see dlm/models/pretrained.py)")
-    rng = np.random.default_rng(0)
-    words = ["cats", "dogs", "sing", "play", "today", "people", "this", "will"]
-    base = [" ".join(rng.choice(words, 5)) for _ in range(64)]
-    featurise = llm_featuriser("smollm2-135m", batch_size=32)
-    X = featurise(base[:3] + ["a much longer headline " * 4])     # two length buckets
-    assert X.shape == (4, 576) and np.isfinite(X).all()
-    np.testing.assert_allclose(featurise(base[:1])[0], X[0], rtol=1e-5)  # cached, same
-    score = LinearBackend(featurise, (1e-3, 1e-2)).compare(
-        "experimental", np.array([b + "!" for b in base[:48]]), np.array(base[:48]),
-        np.arange(48) >= 40)
-    assert P.pair_auc(score([b + "!" for b in base[48:]]), score(base[48:])) > 0.9
+def test_representation_names_map_to_dlm_representations_specs():
+    cfg = U.PRESETS["tiny"]
+    assert U.representation_spec("ngram", cfg) == "ngram:512:sparse"
+    assert U.representation_spec("smollm2-135m", cfg) == "llm:smollm2-135m"
+    assert U.representation_spec("ngram-svd:8", cfg) == "ngram-svd:8"
+    U.check_representations(("ngram", "trunk", "ngram-svd:8"), cfg)
+    for bad in ("bogus", "nope:3"):
+        with pytest.raises(ValueError, match="unknown representations"):
+            U.check_representations((bad,), cfg)

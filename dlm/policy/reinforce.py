@@ -9,20 +9,18 @@ KL(pi || ref)); dlm.train.losses.reinforce_loo turns reward - kl_coef * KL into 
                              out_dir)            # result.params, result.history
 
 Sampling needs the current parameters and the reward is Python (texts), so rollouts run
-between jitted train steps: this is the one trainer with its own loop; its update is still
-the generic make_train_step with a loss_fn.
+between jitted train steps: dlm.train.loop.step_loop's batch function gets the current
+state; the update is the generic make_train_step with a loss_fn.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from dlm.data.batching import index_stream
 from dlm.data.tokenizer import Tokenizer
@@ -31,6 +29,7 @@ from dlm.outputs import append_jsonl
 from dlm.policy.best_of_n import sample_pool
 from dlm.policy.dpo import batched_sequence_logprobs, copy_params
 from dlm.sample import sequence_logprobs
+from dlm.train.loop import step_loop
 from dlm.train.losses import reinforce_loo
 from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
 from dlm.train.step import TrainState, make_train_step
@@ -125,17 +124,18 @@ def train_reinforce(ref_params, cfg: DecoderConfig, tok: Tokenizer, prompts: Seq
     rows_for_step = index_stream(len(prompts), min(rcfg.prompts_per_step, len(prompts)), rcfg.seed)
     key = jax.random.key(rcfg.seed)
     history = []
-    for s in tqdm(range(rcfg.steps), desc="reinforce", disable=quiet):
-        k_s = jax.random.fold_in(key, s)
-        batch = rollout(state.params, ref_params, cfg, tok, [prompts[i] for i in rows_for_step(s)],
-                        reward_fn, k_s, rcfg)
-        state, metrics = step_fn(state, batch, k_s)
-        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(m["loss"]):
-            raise FloatingPointError(f"reinforce: non-finite loss at step {s + 1}: {m}")
-        if (s + 1) % max(rcfg.log_every, 1) == 0 or s + 1 == rcfg.steps:
-            row = {"step": s + 1, **m}
-            history.append(row)
-            if out_dir is not None:
-                append_jsonl(pathlib.Path(out_dir) / "metrics.jsonl", [row])
+
+    def batch_fn(s, state):         # rollouts of the current policy
+        return rollout(state.params, ref_params, cfg, tok, [prompts[i] for i in rows_for_step(s)],
+                       reward_fn, jax.random.fold_in(key, s), rcfg)
+
+    def on_log(done, state, m):
+        row = {"step": done, **m}
+        history.append(row)
+        if out_dir is not None:
+            append_jsonl(pathlib.Path(out_dir) / "metrics.jsonl", [row])
+
+    state = step_loop(state, step_fn, batch_fn, rcfg.steps, lambda s: jax.random.fold_in(key, s),
+                      log_every=rcfg.log_every, on_log=on_log, check_every=1, desc="reinforce",
+                      quiet=quiet)
     return ReinforceResult(state.params, history)

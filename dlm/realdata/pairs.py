@@ -29,27 +29,16 @@ import scipy.sparse.csgraph
 
 from dlm.data.log import ObservationalLog
 from dlm.eval.stats import bootstrap_ci, roc_auc, two_proportion_z
+from dlm.rewards.grouped import (centred_logit_ctr, norm_text, require_groups,  # noqa: F401
+                                 within_group_pairs)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-
-def _require_groups(log: ObservationalLog) -> np.ndarray:
-    if log.group is None:
-        raise ValueError(f"{log.source}: the log has no group (A/B test) column")
-    if not log.is_binomial:
-        raise ValueError(f"{log.source}: within-test pairs need clicks and impressions")
-    return np.asarray(log.group, np.int64)
-
-
-def norm_text(texts) -> np.ndarray:
-    """Whitespace-normalised strings: "a  b " and "a b" are the same headline."""
-    return np.array([" ".join(str(t).split()) for t in texts], dtype=object)
 
 
 def story_of_test(log: ObservationalLog) -> np.ndarray:
     """[G] story index of every test code: tests sharing a non-empty lede (context) or a
     headline are linked, and a story is a connected component of that graph."""
-    group = _require_groups(log)
+    group = require_groups(log)
     n_tests = int(group.max()) + 1
     rows, cols, offset = [], [], n_tests
     keys = [norm_text(log.content)]
@@ -89,13 +78,13 @@ def split_tests(log: ObservationalLog, fractions: tuple[float, ...] = (0.7, 0.1,
 
 def rows_of_tests(log: ObservationalLog, tests_mask_G: np.ndarray) -> np.ndarray:
     """Row indices of the log whose test code is selected by the [G] boolean mask."""
-    return np.flatnonzero(np.asarray(tests_mask_G, bool)[_require_groups(log)])
+    return np.flatnonzero(np.asarray(tests_mask_G, bool)[require_groups(log)])
 
 
 def headline_arms(log: ObservationalLog) -> ObservationalLog:
     """One row per (test, distinct headline): clicks and impressions summed over the arms
     (e.g. different images); every other column from the first such arm."""
-    group = _require_groups(log)
+    group = require_groups(log)
     frame = pd.DataFrame({"g": group, "h": norm_text(log.content)})
     key = frame.groupby(["g", "h"], sort=False).ngroup().to_numpy()
     _, first = np.unique(key, return_index=True)
@@ -125,28 +114,14 @@ class Pairs:
 
 def within_test_pairs(log: ObservationalLog, alpha: float | None = None) -> Pairs:
     """Every pair of rows in the same test with different headlines and different CTRs,
-    oriented winner first; with `alpha`, only pairs whose CTRs differ at that level
-    (pooled two-proportion z-test, two-sided p < alpha)."""
-    group = _require_groups(log)
-    text = norm_text(log.content)
-    order = np.argsort(group, kind="stable")
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    a_idx, b_idx = [], []
-    for members in np.split(order, bounds):
-        if members.size < 2:
-            continue
-        i, j = np.triu_indices(members.size, k=1)
-        a_idx.append(members[i])
-        b_idx.append(members[j])
-    if not a_idx:
+    oriented winner first (dlm.rewards.grouped.within_group_pairs), with the pooled
+    two-proportion z-test of each; with `alpha`, only pairs whose CTRs differ at that
+    level (two-sided p < alpha)."""
+    group = require_groups(log)
+    win, lose = within_group_pairs(log)
+    if win.size == 0:
         return Pairs(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float, float)))
-    a, b = np.concatenate(a_idx), np.concatenate(b_idx)
     s, n = np.asarray(log.successes, np.float64), np.asarray(log.trials, np.float64)
-    rate = s / n
-    keep = (text[a] != text[b]) & (rate[a] != rate[b])
-    a, b = a[keep], b[keep]
-    swap = rate[b] > rate[a]
-    win, lose = np.where(swap, b, a), np.where(swap, a, b)
     z, p = two_proportion_z(s[win], n[win], s[lose], n[lose])
     pairs = Pairs(win, lose, group[win], np.atleast_1d(z), np.atleast_1d(p))
     return pairs if alpha is None else pairs.take(pairs.p < alpha)
@@ -158,33 +133,15 @@ def nonrandomised_tests(log: ObservationalLog) -> np.ndarray:
     randomised comparisons, so experimental uses leave them out by default."""
     from dlm.data.upworthy import nonrandomised_mask
 
-    group = _require_groups(log)
+    group = require_groups(log)
     out = np.zeros(int(group.max()) + 1, bool)          # indexed like split_tests' result
     out[group[nonrandomised_mask(log)]] = True
     return out
 
 
-def centred_logit_ctr(arms: ObservationalLog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, target, weight) of the experimental CTR regression: every arm of a test with
-    two or more arms, its empirical logit CTR minus the test's inverse-variance weighted
-    mean. Removing the test's level (a test fixed effect) leaves only the randomised
-    within-test differences; weights are binomial_logit_weights of those rows."""
-    from dlm.train.losses import binomial_logit_weights
-
-    group = _require_groups(arms)
-    rows = np.flatnonzero(np.bincount(group)[group] >= 2)
-    if rows.size == 0:
-        return rows, np.zeros(0), np.zeros(0)
-    y = arms.logit_outcome()[rows]
-    w = binomial_logit_weights(np.asarray(arms.successes)[rows], np.asarray(arms.trials)[rows])
-    g = group[rows]
-    mean_g = np.bincount(g, weights=w * y) / np.maximum(np.bincount(g, weights=w), 1e-300)
-    return rows, y - mean_g[g], w
-
-
 def one_arm_per_test(log: ObservationalLog, seed: int = 0) -> np.ndarray:
     """Sorted row indices: one arm drawn uniformly at random (seeded) from every test."""
-    group = _require_groups(log)
+    group = require_groups(log)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(group))                 # random order, then first per test
     _, first = np.unique(group[order], return_index=True)

@@ -16,6 +16,11 @@ Penalty functions get the head outputs {"reward": [B], "confounder_head": [B] (t
 "head_kernels": (content [H], confounder [H]) (two heads)}, the batch {"conf": [B, C]
 confounder columns, "bins_onehot": [B, M] every confounder's bin, "bins_valid": [M] bins
 seen in training, "target": [B], "weight": [B]} and a strength; they return (penalty, metrics).
+
+Two methods learn from a grouped randomised log instead (MethodContext.experiment: one
+row per (A/B test, text), e.g. dlm.realdata.pairs.headline_arms): "experimental" (loss
+"pairwise": Bradley-Terry on within-group pairs, winner by rate) and "experimental_ctr"
+(regression on the within-group centred logit rate). Their Targets carry the pairs.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from dlm.causal import crossfit
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import Confounder, LogValidationError, ObservationalLog
 from dlm.representations import DEFAULT_TEXT_SPEC, text_term
+from dlm.rewards.grouped import centred_logit_ctr, within_group_pairs
 from dlm.train.losses import binomial_logit_weights, reward_regression
 
 DEFAULT_KNOB: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
@@ -44,9 +50,20 @@ class Targets:
     weight: np.ndarray                        # [N] regression weights, mean 1
     confounders: Mapping[str, Confounder]     # [N] each: conditioned's inputs, penalties' bins
     source: str = "<targets>"                 # where the rows came from, for error messages
+    val: np.ndarray | None = None             # [N] bool validation rows (backends' selection)
+    pairs: tuple[np.ndarray, np.ndarray] | None = None   # ([P] win, [P] lose) rows (pairwise)
+    adjusted: Any = None                      # the crossfit.Adjusted behind the target, if any
 
     def __post_init__(self):
         n = len(self.content)
+        if self.val is not None and len(self.val) != n:
+            raise LogValidationError(f"has {len(self.val)} rows, content has {n}",
+                                     source=self.source, column="val")
+        if self.pairs is not None:
+            rows = np.concatenate([np.asarray(r, np.int64).reshape(-1) for r in self.pairs])
+            if rows.size and (rows.min() < 0 or rows.max() >= n):
+                raise LogValidationError(f"pair rows must lie in [0, {n})", source=self.source,
+                                         column="pairs")
         for name in ("target", "weight"):
             if len(getattr(self, name)) != n:
                 raise LogValidationError(f"has {len(getattr(self, name))} rows, content has {n}",
@@ -77,6 +94,11 @@ class MethodContext:
     estimator_text: str = DEFAULT_TEXT_SPEC   # a dlm.representations spec: "ngram:256", "none", ...
     n_oracle: int | None = None               # A/B postings for the oracle (default len(log))
     c_ref: Mapping[str, Any] | None = None    # the reference condition (oracle's do(C))
+    val: np.ndarray | None = None             # [N] bool validation rows of `log`
+    experiment: ObservationalLog | None = None    # grouped randomised log (experimental*)
+    experiment_val: np.ndarray | None = None      # [A] bool validation rows of `experiment`
+    pairs: tuple[np.ndarray, np.ndarray] | None = None  # (win, lose) rows of `experiment`
+                                              # (default: every within-group pair)
 
 
 PenaltyFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, dict]]
@@ -89,6 +111,10 @@ class RewardMethod:
     uses_confounders: C is an input of the head (at use: the reference condition).
     two_heads: a content head (the reward) and a confounder head; their sum fits the target.
     knob: the strengths every table sweeps (empty: the method has no strength).
+    loss: "regression" (weighted MSE on the targets) or "pairwise" (Bradley-Terry on the
+    Targets' pairs).
+    needs_experiment: learns from MethodContext.experiment (a grouped randomised log), so
+    a purely observational comparison (the simulation's) leaves it out.
     """
 
     target_fn: Callable[[MethodContext], Targets]
@@ -96,6 +122,8 @@ class RewardMethod:
     uses_confounders: bool = False
     two_heads: bool = False
     knob: tuple[float, ...] = ()
+    loss: str = "regression"
+    needs_experiment: bool = False
 
 
 # ---- targets -------------------------------------------------------------------------------
@@ -105,16 +133,17 @@ def _weights(log: ObservationalLog) -> np.ndarray:
     return np.ones(len(log))
 
 
-def log_targets(log: ObservationalLog, target: np.ndarray | None = None) -> Targets:
-    """The log's texts with `target` (default its empirical logit) and binomial weights."""
+def log_targets(log: ObservationalLog, target: np.ndarray | None = None, **extra) -> Targets:
+    """The log's texts with `target` (default its empirical logit) and binomial weights;
+    `extra`: Targets' optional fields (val, pairs, adjusted)."""
     target = log.logit_outcome() if target is None else np.asarray(target, np.float64)
     return Targets(np.asarray(log.content), target, _weights(log), dict(log.confounders),
-                   source=log.source)
+                   source=log.source, **extra)
 
 
 def naive_targets(ctx: MethodContext) -> Targets:
     """Raw observational outcomes."""
-    return log_targets(ctx.log)
+    return log_targets(ctx.log, val=ctx.val)
 
 
 def oracle_targets(ctx: MethodContext) -> Targets:
@@ -130,7 +159,8 @@ def oracle_targets(ctx: MethodContext) -> Targets:
 def partial_out_targets(ctx: MethodContext) -> Targets:
     """Outcome residualised on C alone (cross-fitted), intercept kept."""
     est = dataclasses.replace(ctx.estimator, seed=ctx.seed)
-    return log_targets(ctx.log, crossfit.partial_out(ctx.log, est).logit_adjusted)
+    adjusted = crossfit.partial_out(ctx.log, est)
+    return log_targets(ctx.log, adjusted.logit_adjusted, val=ctx.val, adjusted=adjusted)
 
 
 def estimator_text(ctx: MethodContext) -> np.ndarray | None:
@@ -152,7 +182,33 @@ def deconfoundlm_targets(ctx: MethodContext) -> Targets:
     """Outcome minus the cross-fitted g(C) estimated jointly with the text term."""
     est = dataclasses.replace(ctx.estimator, seed=ctx.seed)
     adjusted = crossfit.deconfound(ctx.log, estimator_text(ctx), est)
-    return log_targets(ctx.log, adjusted.logit_adjusted)
+    return log_targets(ctx.log, adjusted.logit_adjusted, val=ctx.val, adjusted=adjusted)
+
+
+def _experiment(ctx: MethodContext) -> ObservationalLog:
+    if ctx.experiment is None:
+        raise ValueError(f"{ctx.log.source}: the experimental methods need a grouped randomised "
+                         "log: MethodContext.experiment (one row per (A/B test, text), e.g. "
+                         "dlm.realdata.pairs.headline_arms)")
+    return ctx.experiment
+
+
+def experimental_targets(ctx: MethodContext) -> Targets:
+    """The randomised arms with their within-group (win, lose) pairs: ctx.pairs, or every
+    pair of different texts with different rates (the pairwise loss ignores target)."""
+    arms = _experiment(ctx)
+    pairs = within_group_pairs(arms) if ctx.pairs is None else tuple(map(np.asarray, ctx.pairs))
+    return log_targets(arms, val=ctx.experiment_val, pairs=pairs)
+
+
+def experimental_ctr_targets(ctx: MethodContext) -> Targets:
+    """Every arm of a group with 2+ arms: its logit rate minus the group's weighted mean."""
+    arms = _experiment(ctx)
+    rows, target, weight = centred_logit_ctr(arms)
+    val = None if ctx.experiment_val is None else np.asarray(ctx.experiment_val, bool)[rows]
+    return Targets(np.asarray(arms.content)[rows], target, weight,
+                   {k: c.take(rows) for k, c in arms.confounders.items()}, source=arms.source,
+                   val=val)
 
 
 # ---- penalties -----------------------------------------------------------------------------
@@ -238,6 +294,8 @@ METHODS: dict[str, RewardMethod] = {
     "odin": RewardMethod(naive_targets, odin_penalty, two_heads=True, knob=DEFAULT_KNOB),
     "invariant": RewardMethod(naive_targets, invariant_penalty, knob=DEFAULT_KNOB),
     "deconfoundlm": RewardMethod(deconfoundlm_targets),
+    "experimental": RewardMethod(experimental_targets, loss="pairwise", needs_experiment=True),
+    "experimental_ctr": RewardMethod(experimental_ctr_targets, needs_experiment=True),
 }
 
 
@@ -248,3 +306,8 @@ def get_method(name: str | RewardMethod) -> RewardMethod:
     if name not in METHODS:
         raise ValueError(f"unknown reward method {name!r}; registered: {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def observational_methods() -> list[str]:
+    """The registered methods that learn from an observational log alone (in order)."""
+    return [name for name, m in METHODS.items() if not m.needs_experiment]

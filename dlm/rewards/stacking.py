@@ -22,16 +22,20 @@ from dlm.rewards.methods import Targets
 def host_data(backbone, encoder: ConfounderEncoder, targets: Targets, offset: float) -> dict:
     """Every training array of one seed (numpy); a step only sends its row indices.
 
-    text: the backbone's inputs for each distinct text [U, ...]; text_row [N] indexes them.
+    text: the backbone's inputs for each distinct text [U, ...]; text_row [N] indexes them;
+    pair_win / pair_lose [P]: rows of the pairs (pairwise methods only).
     """
     uniq, text_row = np.unique(np.asarray(targets.content).astype(str), return_inverse=True)
     bins = encoder.bin_onehot(targets.confounders)
-    return {"text": backbone.text_inputs(list(uniq)),
-            "text_row": text_row.reshape(-1).astype(np.int32),
-            "conf": encoder.columns(targets.confounders),
-            "target": (np.asarray(targets.target, np.float64) - offset).astype(np.float32),
-            "weight": np.asarray(targets.weight, np.float32),
-            "bins_onehot": bins, "bins_valid": bins.sum(0) > 0}
+    out = {"text": backbone.text_inputs(list(uniq)),
+           "text_row": text_row.reshape(-1).astype(np.int32),
+           "conf": encoder.columns(targets.confounders),
+           "target": (np.asarray(targets.target, np.float64) - offset).astype(np.float32),
+           "weight": np.asarray(targets.weight, np.float32),
+           "bins_onehot": bins, "bins_valid": bins.sum(0) > 0}
+    if targets.pairs is not None:            # a pairwise method's (win, lose) rows [P]
+        out["pair_win"], out["pair_lose"] = (np.asarray(r, np.int32) for r in targets.pairs)
+    return out
 
 
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:

@@ -34,7 +34,8 @@ import numpy as np
 from dlm.rewards.encoding import ConfounderEncoder
 from dlm.rewards.methods import RewardMethod, Targets, get_method
 from dlm.rewards.stacking import host_data, pad_to_common, row_stream, stack
-from dlm.train.losses import reward_regression
+from dlm.train.loop import step_loop
+from dlm.train.losses import bradley_terry, reward_regression
 from dlm.train.optim import OptimConfig, make_optimizer, make_schedule
 from dlm.train.step import TrainState, make_train_step
 
@@ -185,8 +186,19 @@ class TrainedReward:
 
 def _loss_fn(backbone, method: RewardMethod, l2: float):
     """loss_fn(params_K, batch, rng) for make_train_step: the sum over the K stacked knob
-    values of weighted MSE + penalty + l2, so each value's gradient is its own loss's."""
+    values of weighted MSE + penalty + l2, so each value's gradient is its own loss's
+    (a pairwise method: Bradley-Terry on the batch's pairs + l2)."""
+    def pairwise(params, data, rows_B):      # rows_B index the pairs
+        side = lambda col: jax.tree.map(  # noqa: E731
+            lambda a: a[data["text_row"][data[col][rows_B]]], data["text"])
+        r_win = backbone.apply(params, side("pair_win"), None)["reward"]
+        r_lose = backbone.apply(params, side("pair_lose"), None)["reward"]
+        loss, metrics = bradley_terry(r_win, r_lose)
+        return loss + l2 * _l2_kernels(params), metrics
+
     def one(params, data, rows_B, strength):
+        if method.loss == "pairwise":
+            return pairwise(params, data, rows_B)
         pick = lambda a: a[rows_B]  # noqa: E731
         text_rows = data["text_row"][rows_B]
         inputs = jax.tree.map(lambda a: a[text_rows], data["text"])
@@ -277,17 +289,27 @@ def _train_group(backbone, runner, method, name, data_S, cfg, strengths, seeds, 
     strength_K = jnp.asarray([0.0 if s is None else s for s in strengths], jnp.float32)
     seed_S = jnp.asarray(seeds, jnp.uint32)
     streams = [row_stream(n, min(cfg.batch_size, n), seed) for seed in seeds]
-    logged = set(range(cfg.log_every, cfg.steps + 1, max(cfg.log_every, 1))) | {cfg.steps}
+    chunks = _chunks(cfg)
     finals = [[] for _ in seeds]
-    for start, stop in _chunks(cfg):
-        rows_TxSxB = np.stack([[rows(s) for rows in streams] for s in range(start, stop)])
-        state, metrics = run(state, data_S, rows_TxSxB, strength_K, seed_S)
-        if stop in logged:
-            metrics = jax.device_get(metrics)
-            for i, seed in enumerate(seeds):
-                finals[i] = _per_value(jax.tree.map(lambda a: a[i], metrics), K)
-                history += [{"seed": seed, "method": name, "strength": st, "step": stop, **f}
-                            for st, f in zip(strengths, finals[i])]
+
+    def rows_of_chunk(c, state):
+        start, stop = chunks[c]
+        return np.stack([[rows(s) for rows in streams] for s in range(start, stop)])
+
+    def on_log(done, state, metrics):         # at the end of every logged chunk
+        stop = chunks[done - 1][1]
+        for i, seed in enumerate(seeds):
+            finals[i] = _per_value(jax.tree.map(lambda a: a[i], metrics), K)
+            history.extend({"seed": seed, "method": name, "strength": st, "step": stop, **f}
+                           for st, f in zip(strengths, finals[i]))
+
+    # one step_loop call per chunk of steps (a lax.scan); each chunk ends at a log point,
+    # or, without scan, chunks are single steps logged every log_every. No finite check: a
+    # diverging knob value must not stop the others (the tables report it).
+    state = step_loop(state, lambda st, rows, rng: run(st, data_S, rows, strength_K, seed_S),
+                      rows_of_chunk, len(chunks), lambda c: None,
+                      log_every=1 if cfg.scan else cfg.log_every, on_log=on_log,
+                      check_finite=False)
     return state.params, finals
 
 
@@ -336,10 +358,15 @@ def train_reward_seeds(method: str | RewardMethod, targets_per_seed: Sequence[Ta
     if m.penalty_fn is not None and any(s is None for s in strengths):
         raise ValueError(f"method {name!r} has a penalty: give numeric strengths "
                          f"(its knob is {m.knob})")
+    if m.loss == "pairwise" and (m.penalty_fn is not None or m.uses_confounders):
+        raise ValueError(f"method {name!r}: a pairwise loss takes no penalty or confounders")
     for t in targets_per_seed:
         if len(t.content) < 2:
             raise ValueError(f"method {name!r} ({t.source}): {len(t.content)} training rows "
                              "are too few")
+        if m.loss == "pairwise" and (t.pairs is None or len(t.pairs[0]) == 0):
+            raise ValueError(f"method {name!r} ({t.source}): a pairwise loss needs the "
+                             "Targets' pairs (e.g. METHODS['experimental'].target_fn)")
     backbone = _backbone(m, name, targets_per_seed[0], represent, cfg, trunk)
     encoders = [ConfounderEncoder.fit(t.confounders, cfg.bins) for t in targets_per_seed]
     offsets = [float(np.sum(np.asarray(t.weight, np.float64) * t.target) / np.sum(t.weight))
@@ -361,7 +388,8 @@ def train_reward_seeds(method: str | RewardMethod, targets_per_seed: Sequence[Ta
     out: list[list[TrainedReward]] = [[] for _ in seeds]
     for group in seed_groups:
         data_S = stack([per_seed[i] for i in group])
-        n = len(targets_per_seed[group[0]].content)
+        t0 = targets_per_seed[group[0]]      # rows a step samples: pairs or target rows
+        n = len(t0.pairs[0]) if m.loss == "pairwise" else len(t0.content)
         for knobs in knob_groups:
             params_SxK, finals = _train_group(backbone, runner, m, name, data_S, cfg, knobs,
                                               [seeds[i] for i in group], n, history)

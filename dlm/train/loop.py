@@ -143,3 +143,35 @@ def train_loop(state, step_fn: Callable, batch_for_step: Callable[[int], Any], n
         return LoopResult(state, history, resumed)
     finally:
         ckpt.close()
+
+
+def step_loop(state, step_fn: Callable, batch_fn: Callable[[int, Any], Any], n_steps: int,
+              rng_for_step: Callable[[int], jax.Array], *, log_every: int,
+              on_log: Callable[[int, Any, dict], None] | None = None,
+              check_every: int | None = None, check_finite: bool = True,
+              desc: str = "train", quiet: bool = True) -> Any:
+    """The in-memory loop (no checkpoints): n_steps calls of `step_fn` (a jitted step of
+    dlm.train.step, or a scan of several) from `state`; returns the final state.
+
+    batch_fn(s, state) -> call s's batch (it may use the current state: a policy's own
+    rollouts); rng_for_step(s) -> its key. Every `check_every` calls (default log_every)
+    and at the last the metrics come to the host (scalars as floats, stacked values as
+    arrays) and, with check_finite, a non-finite loss raises NonFiniteLossError; every
+    `log_every` calls and at the last on_log(done, state, metrics) runs (validation,
+    early-stopping snapshots, metrics rows).
+    """
+    log_every = max(int(log_every), 1)
+    check_every = log_every if check_every is None else max(int(check_every), 1)
+    for s in tqdm(range(n_steps), desc=desc, disable=quiet, dynamic_ncols=True):
+        state, metrics = step_fn(state, batch_fn(s, state), rng_for_step(s))
+        done = s + 1
+        log = done % log_every == 0 or done == n_steps
+        if log or done % check_every == 0:
+            m = {k: float(v) if np.ndim(v) == 0 else np.asarray(v)
+                 for k, v in jax.device_get(metrics).items()}
+            loss, gnorm = m.get("loss", 0.0), m.get("grad_norm", 0.0)
+            if check_finite and not (np.isfinite(loss).all() and np.isfinite(gnorm).all()):
+                raise NonFiniteLossError(done, loss, gnorm, None)
+            if log and on_log is not None:
+                on_log(done, state, m)
+    return state
