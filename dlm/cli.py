@@ -55,7 +55,11 @@ def corpus_main(doc: str, presets: Mapping[str, Any], run, argv: list[str] | Non
                         help="Upworthy archive (.csv/.csv.gz/.parquet); default: built-in corpus")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or printout")
     args = parser.parse_args(argv)
-    run(resolve_config(args, presets), args.out, args.data, args.quiet)
+    cfg = resolve_config(args, presets)
+    try:
+        run(cfg, args.out, args.data, args.quiet)
+    except (ValueError, FileExistsError) as err:   # unknown sft_preset, a cache holding another run
+        raise SystemExit(str(err)) from None
 
 
 def _parse_value(text: str, annotation: Any, current: Any) -> Any:

@@ -88,7 +88,7 @@ class FinetuneResult:
 
     cfg: FinetuneConfig
     sft_cfg: Any                    # dlm.policy.sft.SFTConfig
-    policy: Any                     # dlm.policy.sft.SFTPolicy (the reference)
+    policy: Any                     # dlm.policy.sft_cache.SFTPolicy (the reference)
     params: Any
     samples: pd.DataFrame           # context, policy, sample, text, reward
     summary: pd.DataFrame           # policy, n, mean_reward, se_reward, kl_to_sft, ...
@@ -180,13 +180,10 @@ def story_corpus(log: ObservationalLog) -> tuple[StoryCorpus, str]:
 def check_log(log: ObservationalLog, cfg: FinetuneConfig) -> tuple[StoryCorpus, str]:
     """(stories, label) of a log that can be fine-tuned on; a clear error (ValueError)
     before any fitting when it has no context or too few stories to hold some out."""
-    from dlm.policy import sft
+    from dlm.policy.sft_corpus import split_corpus
 
     corpus, label = story_corpus(log)
-    try:
-        sft.split_corpus(corpus, sft_config(cfg), label)
-    except SystemExit as err:                 # split_corpus speaks to the command line
-        raise ValueError(str(err)) from None
+    split_corpus(corpus, sft_config(cfg), label)      # a ValueError when too few stories
     return corpus, label
 
 
@@ -243,7 +240,7 @@ def _pg(cfg, sft_cfg, policy, ledes, reward) -> tuple[Any, list, dict]:
 
 def _evaluate(cfg, sft_cfg, policy, params, held: list[str]) -> tuple[dict, dict]:
     """{policy: texts [H * m]} for the held-out contexts (context-major) and {policy: KL}."""
-    from dlm.policy.evaluate import kl_to_reference, policy_generations
+    from dlm.eval.policy_eval import kl_to_reference, policy_generations
 
     kw = _gen_kw(cfg, sft_cfg)
     n_gen = len(held) * cfg.samples_per_context
@@ -283,16 +280,17 @@ def finetune(source, reward: RewardFn, kind: str | None = None, cfg: FinetuneCon
     fields (sft_preset, model, steps, ...). sft_dir: where the SFT policy is trained or
     loaded (default: the $DLM_CACHE entry for this SFT config and corpus).
     """
-    from dlm.policy import sft
+    from dlm.policy.sft_cache import sft_policy
+    from dlm.policy.sft_corpus import split_corpus
 
     cfg = dataclasses.replace(cfg or PRESETS["quick"], **overrides)
     if kind is not None:
         cfg = dataclasses.replace(cfg, kind=kind)
     sft_cfg = sft_config(cfg)
     corpus, label = check_log(getattr(source, "log", source), cfg)
-    train, val = sft.split_corpus(corpus, sft_cfg, label)          # as SFT splits it
-    policy = sft.sft_policy(sft_cfg, directory=None if sft_dir is None else pathlib.Path(sft_dir),
-                            quiet=quiet, corpus=(corpus, label))
+    train, val = split_corpus(corpus, sft_cfg, label)              # as SFT splits it
+    policy = sft_policy(sft_cfg, directory=None if sft_dir is None else pathlib.Path(sft_dir),
+                        quiet=quiet, corpus=(corpus, label))
     held = list(val.contexts)[:cfg.heldout_contexts or None]
     ledes = list(train.contexts)[:cfg.train_prompts or None]
     params, history, info = None, [], {}
@@ -326,7 +324,7 @@ def samples_frame(held: list[str], texts: dict[str, list[str]], reward: RewardFn
 
 def summarise(samples: pd.DataFrame, kl: dict[str, float]) -> pd.DataFrame:
     """Per policy: generations, mean reward ± se, KL to SFT, marker rate, words, diversity."""
-    from dlm.policy.evaluate import generation_metrics
+    from dlm.eval.policy_eval import generation_metrics
 
     rows = []
     for name, g in samples.groupby("policy", sort=False):

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable, Mapping
 from dlm.cli import to_jsonable
 
 
-def _atomic(path: pathlib.Path, write: Callable[[Any], None], mode: str = "w") -> pathlib.Path:
+def write_atomic(path: pathlib.Path, write: Callable[[Any], None], mode: str = "w") -> pathlib.Path:
+    """Call write(f) on a temporary file beside `path`, then rename it into place."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -29,23 +30,23 @@ def _atomic(path: pathlib.Path, write: Callable[[Any], None], mode: str = "w") -
 
 
 def write_text(path: pathlib.Path, text: str) -> pathlib.Path:
-    return _atomic(path, lambda f: f.write(text))
+    return write_atomic(path, lambda f: f.write(text))
 
 
 def write_json(path: pathlib.Path, obj: Any) -> pathlib.Path:
-    return _atomic(path, lambda f: json.dump(to_jsonable(obj), f, indent=2, sort_keys=True))
+    return write_atomic(path, lambda f: json.dump(to_jsonable(obj), f, indent=2, sort_keys=True))
 
 
 def write_csv(path: pathlib.Path, frame) -> pathlib.Path:
     """Write a pandas DataFrame as CSV (no index)."""
-    return _atomic(path, lambda f: frame.to_csv(f, index=False))
+    return write_atomic(path, lambda f: frame.to_csv(f, index=False))
 
 
 def save_figure(path: pathlib.Path, fig) -> pathlib.Path:
     """Save a matplotlib figure as PNG and close it."""
     import matplotlib.pyplot as plt
 
-    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), mode="wb")
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), mode="wb")
     plt.close(fig)
     return path
 

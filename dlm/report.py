@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +53,7 @@ def effect_figure(name: str, kind: str, labels: Sequence[str], mean: np.ndarray,
                   interval: float = 0.9, scale: str = "logit"):
     """A confounder's estimated effect per level with its interval, and optionally the raw
     per-level mean of the outcome (centred alike) for comparison."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     x = np.arange(len(labels))
     if kind == "time":
@@ -77,7 +78,7 @@ def before_after_figure(name: str, kind: str, labels: Sequence[str], before: np.
                         after: np.ndarray, scale: str = "logit"):
     """Mean outcome per level before and after adjustment: the confounder's pattern should
     be gone from the adjusted series."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
     x = np.arange(len(labels))
     style = "-" if kind == "time" else "o"
@@ -93,7 +94,7 @@ def before_after_figure(name: str, kind: str, labels: Sequence[str], before: np.
 
 def distribution_figure(before_N: np.ndarray, after_N: np.ndarray, scale: str = "logit"):
     """Histograms of the unit outcomes before and after adjustment."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
     both = np.concatenate([before_N, after_N])
     lo, hi = np.quantile(both, [0.005, 0.995])
@@ -108,7 +109,7 @@ def distribution_figure(before_N: np.ndarray, after_N: np.ndarray, scale: str = 
 
 def overlap_figure(overlap: pd.DataFrame, threshold: float):
     """Per confounder, max |SMD| of the text's main components for each level."""
-    plt = _plt()
+    plt = pyplot()
     names = list(dict.fromkeys(overlap.confounder))
     fig, axes = plt.subplots(len(names), 1, figsize=(7.5, 2.2 * max(len(names), 1)), squeeze=False)
     for ax, name in zip(axes[:, 0], names):
@@ -126,7 +127,7 @@ def overlap_figure(overlap: pd.DataFrame, threshold: float):
 
 def loss_figure(losses: np.ndarray):
     """The SVI loss (negative ELBO) per step."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.0))
     ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.8)
     ax.set_xlabel("SVI step")

@@ -77,7 +77,7 @@ def load_reward(directory: str | pathlib.Path):
     the loaded reward scores any text exactly as the one that was saved. A "phi" reward needs
     `import sims.featurise` first."""
     from dlm.rewards import TrainerConfig, TrainedReward
-    from dlm.rewards.trainer import _Frozen
+    from dlm.rewards.trainer import FrozenBackbone
     from dlm.train.checkpoint import Checkpointer
 
     directory = pathlib.Path(directory)
@@ -92,7 +92,7 @@ def load_reward(directory: str | pathlib.Path):
     params = jax.tree.map(np.asarray, saved["params"])
     hidden = int(np.shape(params["hidden"]["kernel"])[1]) if "hidden" in params else 0
     conf_ref = None if meta["conf_ref"] is None else np.asarray(meta["conf_ref"], np.float32)
-    backbone = _Frozen(rep, TrainerConfig(hidden=hidden), 0 if conf_ref is None else len(conf_ref),
+    backbone = FrozenBackbone(rep, TrainerConfig(hidden=hidden), 0 if conf_ref is None else len(conf_ref),
                        "confounder_head" in params)
     return TrainedReward(meta["method"], meta["strength"], params, backbone, conf_ref,
                          float(meta["offset"]), meta.get("final_metrics") or {})

@@ -70,7 +70,7 @@ def setup(cfg: BenchSeedsConfig):
     from dlm.representations import fit_representation
     from dlm.rewards import METHODS, MethodContext
     from sims.experiments.worlds import build_world
-    from sims.headlines import MARKER_PREFIXES
+    from dlm.data.markers import MARKER_PREFIXES
 
     world = build_world(cfg.world, cfg.n_stories)
     universe = [m + t for row in world.candidates for t in row for m in MARKER_PREFIXES]

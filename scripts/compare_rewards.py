@@ -17,7 +17,7 @@ fitted once per world; each reward is scored on the held-out stories' candidates
                  ledes (one pool per seed, shared by all methods); also normalised
                  (0 = SFT's first sample, 1 = oracle) and the picks' marker_rate.
 The SFT policy is trained once per world on a log's posted (lede, headline) pairs (cached
-under $DLM_CACHE by dlm.policy.sft.sft_policy), so it writes weekday markers as often as
+under $DLM_CACHE by dlm.policy.sft_cache.sft_policy), so it writes weekday markers as often as
 editors did.
 The config nests the world (world.*: every field of sims.headlines.HeadlineWorldConfig), the
 reward trainer (reward.*: dlm.rewards.TrainerConfig) and deconfoundlm's estimator

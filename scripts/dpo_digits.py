@@ -25,10 +25,10 @@ import pandas as pd
 
 from dlm import cli, outputs
 from dlm.eval.stats import format_mean_se, format_table, mean_se, summarise
-from dlm.policy import sft
+from dlm.policy import sft_cache
 from dlm.policy.best_of_n import sample_pool
 from dlm.policy.dpo import DPOConfig, pairs_from_pool, preference_data, train_dpo
-from dlm.policy.evaluate import (METRICS, generation_metrics, kl_to_reference, samples_markdown,
+from dlm.eval.policy_eval import (METRICS, generation_metrics, kl_to_reference, samples_markdown,
                                  policy_generations)
 from sims.featurise import FEATURES, phi
 
@@ -74,7 +74,7 @@ def has_digit(texts) -> np.ndarray:
 def build(cfg: DPODigitsConfig, data: pathlib.Path | None, quiet: bool):
     """SFT policy (cached), its train/held-out ledes, and the world's true effect."""
     from sims.headlines import HeadlineWorld
-    policy, sft_cfg, train, val, source = sft.preset_policy(cfg.sft_preset, data, cfg.model,
+    policy, sft_cfg, train, val, source = sft_cache.preset_policy(cfg.sft_preset, data, cfg.model,
                                                             cfg.sft_dir, quiet)
     ledes = list(train.contexts)
     if cfg.train_prompts:
@@ -109,7 +109,7 @@ def evaluate(cfg, seed, params, policy, sft_cfg, val_ledes, tau_fn):
                               sft_cfg.max_prompt_len, cfg.gen_batch_size)
     texts = pool.flat_texts()
     kl = kl_to_reference(pool, policy.params, policy.model_cfg)
-    return {**generation_metrics(texts, tau_fn), "kl_to_ref": kl}, texts
+    return {**generation_metrics(texts, tau_fn, (phi, FEATURES)), "kl_to_ref": kl}, texts
 
 
 def paired_points(frame: pd.DataFrame) -> tuple[float, float]:

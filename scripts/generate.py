@@ -34,7 +34,7 @@ def load(args) -> pretrained.LoadedModel:
                                      seed=args.seed)
     if args.model != pretrained.SCRATCH:
         raise SystemExit("--run loads a from-scratch train_sft run; drop --model")
-    from dlm.policy.sft import load_sft
+    from dlm.policy.sft_cache import load_sft
 
     try:
         policy = load_sft(args.run)

@@ -39,9 +39,9 @@ from dlm import cli, outputs
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.corpus import stories_from_log
 from dlm.eval.causal_metrics import marker_rate
-from dlm.policy import sft
+from dlm.eval.policy_eval import kl_to_reference, policy_generations, samples_markdown
+from dlm.policy import sft, sft_cache
 from dlm.policy.dpo import DPOConfig, train_dpo
-from dlm.policy.evaluate import kl_to_reference, policy_generations, samples_markdown
 from dlm.realdata import monday
 from dlm.realdata.pairs import split_tests, story_of_test
 from dlm.experiments.monday_report import (COMPARISONS, MARKERS, MODELS, PAPER,  # noqa: F401
@@ -113,7 +113,8 @@ def load_arms(cfg, data: pathlib.Path | None, quiet: bool = False):
     """(arms log, source label, note on left-out rows): the Upworthy archive's arms (without
     the non-randomised window unless cfg.include_nonrandomised), or the built-in world's."""
     if data is None:
-        return (monday.builtin_arms(cfg.n_stories, cfg.postings_per_arm, cfg.split_seed),
+        from sims.monday import builtin_arms
+        return (builtin_arms(cfg.n_stories, cfg.postings_per_arm, cfg.split_seed),
                 "built-in template corpus (headline world CTR)", "")
     from dlm.data.upworthy import NONRANDOMISED_WEEKS, load_upworthy, nonrandomised_mask
     log = load_upworthy(data)
@@ -254,7 +255,7 @@ def run(cfg: MondayExperimentConfig, out: pathlib.Path, data: pathlib.Path | Non
     for ft_seed in cfg.ft_seeds:
         sft_cfg = sft_config(cfg, ft_seed if cfg.sft_per_seed else sft.PRESETS[cfg.sft_preset].seed)
         if policy is None or cfg.sft_per_seed:
-            policy = sft.sft_policy(sft_cfg, corpus=corpus, quiet=quiet)
+            policy = sft_cache.sft_policy(sft_cfg, corpus=corpus, quiet=quiet)
             arm_data = monday.encode_rows(policy, pref_log.context[used],
                                           pref_log.content[used], sft_cfg.max_len,
                                           sft_cfg.max_prompt_len)
@@ -349,10 +350,13 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
-    if args.combine:
-        combine(cfg, args.out, args.combine, args.data, args.quiet)
-    else:
-        run(cfg, args.out, args.data, args.quiet)
+    try:
+        if args.combine:
+            combine(cfg, args.out, args.combine, args.data, args.quiet)
+        else:
+            run(cfg, args.out, args.data, args.quiet)
+    except (ValueError, FileExistsError) as err:   # unknown sft_preset, a cache holding another run
+        raise SystemExit(str(err)) from None
 
 
 if __name__ == "__main__":

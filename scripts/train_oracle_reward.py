@@ -26,7 +26,7 @@ import pandas as pd
 from dlm import cli, outputs
 from dlm.eval.causal_metrics import causal_corr, interventional_pairs, pair_acc, spurious_gap
 from dlm.eval.stats import format_table, summarise
-from dlm.policy import sft
+from dlm.policy import sft_cache
 from dlm.rewards import TrainerConfig
 from sims.featurise import phi
 
@@ -59,7 +59,7 @@ PRESETS = {
 def build(cfg: OracleRewardConfig, data: pathlib.Path | None, quiet: bool):
     """The SFT policy (trunk) and the A/B world on training stories / held-out stories."""
     from sims.headlines import HeadlineWorld
-    policy, _, train, val, source = sft.preset_policy(cfg.sft_preset, data, cfg.model,
+    policy, _, train, val, source = sft_cache.preset_policy(cfg.sft_preset, data, cfg.model,
                                                       cfg.sft_dir, quiet)
     return policy, HeadlineWorld(train), HeadlineWorld(val), source
 

@@ -3,7 +3,7 @@
     python -m scripts.train_sft --preset quick --out runs/sft [--data PATH] [--resume]
                                 [--model smollm2-135m] [--set steps=500 --set lr=1e-3 ...]
 
-Without --data it trains on the built-in template corpus (sims.builtin_corpus), so it
+Without --data it trains on the built-in template corpus (dlm.data.builtin_corpus), so it
 runs on a fresh machine; with --data it reads an Upworthy archive. Stories are split
 into train/val, so validation ledes are unseen. Writes to --out: config.json,
 metrics.jsonl, checkpoints/ (the SFT policy later stages load), samples.md (headlines
@@ -19,10 +19,10 @@ import argparse
 import pathlib
 
 from dlm import cli
+from dlm.data.batching import make_batch_for_step  # noqa: F401 (tests.test_train_sft_script)
 from dlm.policy import sft
 # re-exported: older callers (scripts.bench) import these names from here
-from dlm.policy.sft import (SFTConfig, make_batch_for_step, model_config, sft_loss_fn,  # noqa: F401
-                            train_sft)
+from dlm.policy.sft import SFTConfig, model_config, sft_loss_fn, train_sft  # noqa: F401
 from dlm.train.sharding import maybe_initialize_distributed
 
 PRESETS = sft.PRESETS   # tiny / quick / full, defined beside the trainer in dlm.policy.sft
@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = cli.resolve_config(args, PRESETS)
     from dlm.policy.lora_sft import is_pretrained
-    if not is_pretrained(cfg.model):
-        model_config(cfg)  # an unknown --model fails here, before any data is read
-    run(cfg, args.out, args.data, args.resume, args.quiet)
+    try:
+        if not is_pretrained(cfg.model):
+            model_config(cfg)  # an unknown --model fails here, before any data is read
+        run(cfg, args.out, args.data, args.resume, args.quiet)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:  # bad config or files
+        raise SystemExit(str(err)) from None
 
 
 if __name__ == "__main__":

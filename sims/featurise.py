@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dlm.data.markers import MARKER_RE, MARKERS, strip_marker
 from dlm.representations import Features, register_representation
 from dlm.representations.registry import no_option
 
@@ -19,7 +20,6 @@ FEATURES: tuple[str, ...] = ("digit", "question", "second_person", "length", "em
                              "this", "marker_monday", "marker_friday")
 BASE_FEATURES: tuple[str, ...] = FEATURES[:6]
 MARKER_FEATURES: tuple[str, ...] = FEATURES[6:]
-MARKERS: dict[str, str] = {"monday": "Happy Monday! ", "friday": "Happy Friday! "}
 
 EMOTIVE: frozenset[str] = frozenset("""
     amazing heartbreaking incredible shocking beautiful powerful stunning brilliant awesome
@@ -35,15 +35,9 @@ LENGTH_CENTRE, LENGTH_SCALE = 10.0, 5.0
 PREFIXES: tuple[str, ...] = ("You Need To See This: ", "Here's Why You Should Care: ",
                              "You Won't Believe This: ", "What You Should Know: ")
 
-_MARKER_RE = re.compile(r"^\s*happy\s+(monday|friday)\s*!\s*", re.IGNORECASE)
 _WORD_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
 _DIGIT_RE = re.compile(r"\d")
 _DAYS = {"monday": "monday", "mon": "monday", "friday": "friday", "fri": "friday"}
-
-
-def strip_marker(text: str) -> str:
-    """The text without a leading "Happy Monday! " / "Happy Friday! " (any case/spacing)."""
-    return _MARKER_RE.sub("", text, count=1)
 
 
 def add_marker(text: str, day: str) -> str:
@@ -58,7 +52,7 @@ def add_marker(text: str, day: str) -> str:
 
 
 def _marker_of(text: str) -> str | None:
-    m = _MARKER_RE.match(text)
+    m = MARKER_RE.match(text)
     return None if m is None else m.group(1).lower()
 
 

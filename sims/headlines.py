@@ -35,12 +35,9 @@ import numpyro.distributions as dist
 
 from dlm.causal import scm
 from dlm.data.log import Confounder, ObservationalLog
-from sims.featurise import BASE_FEATURES, FEATURES, MARKERS, enlarge, phi
+from dlm.data.markers import FRIDAY, MARKER_PREFIXES, MONDAY, WEDNESDAY, WEEKDAYS
+from sims.featurise import BASE_FEATURES, FEATURES, enlarge, phi
 
-WEEKDAYS: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-MONDAY, WEDNESDAY, FRIDAY = 0, 2, 4
-# marker codes: 0 none, 1 "Happy Monday! ", 2 "Happy Friday! "
-MARKER_PREFIXES = np.array(["", MARKERS["monday"], MARKERS["friday"]], dtype=object)
 SITES: tuple[str, ...] = ("story", "week", "weekday", "log_audience", "z", "headline", "marker",
                           "phi", "tau", "g", "u", "impressions", "clicks")
 PERIODS_PER_YEAR = 52.18   # ISO weeks per year, for the annual season

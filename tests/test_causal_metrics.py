@@ -6,7 +6,8 @@ import pytest
 import scipy.stats
 
 from dlm.eval import causal_metrics as cm
-from sims.featurise import FEATURES, phi, strip_marker
+from dlm.data.markers import strip_marker
+from sims.featurise import FEATURES, phi
 
 TEXTS = ["You won't believe these 9 facts?", "A quiet story about rain",
          "This is amazing", "Why your city needs trees", "Happy Monday! A dog naps",

@@ -16,7 +16,7 @@ def monday_world():
     """A headline-world log whose "Happy Monday! " marker appears only on Mondays."""
     import jax
 
-    from sims.builtin_corpus import builtin_corpus
+    from dlm.data.builtin_corpus import builtin_corpus
     from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     world = HeadlineWorld(builtin_corpus(n_stories=120), HeadlineWorldConfig(p_marker=0.8))

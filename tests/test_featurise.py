@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
+from dlm.data.markers import strip_marker
 from sims.featurise import (BASE_FEATURES, FEATURES, PREFIXES, add_marker, enlarge, phi,
-                            strip_marker, toggle_question)
+                            toggle_question)
 
 COL = {name: i for i, name in enumerate(FEATURES)}
 

@@ -22,7 +22,7 @@ ARGS = ["--content", "headline", "--context", "lede", "--group", "story", "--suc
 def world_frame(n_stories: int = 40, n: int = 800, seed: int = 0) -> pd.DataFrame:
     """A headline-world log as a user's table: posted headline, its lede, story, counts and
     the three confounders (weeks as year-week labels)."""
-    from sims.builtin_corpus import builtin_corpus
+    from dlm.data.builtin_corpus import builtin_corpus
     from sims.headlines import HeadlineWorld
 
     log = HeadlineWorld(builtin_corpus(n_stories=n_stories, seed=seed)).sample(
@@ -98,7 +98,7 @@ def test_best_of_n_end_to_end(data):
 
 @pytest.mark.parametrize("kind", ["dpo", "pg"])
 def test_trained_kinds_end_to_end(data, kind):
-    from dlm.policy.sft import load_sft
+    from dlm.policy.sft_cache import load_sft
     from dlm.train.checkpoint import Checkpointer
 
     out = _run(data, kind, kind, "--finetune-steps", "3")

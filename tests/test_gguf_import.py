@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dlm.models.decoder import Decoder, DecoderConfig, init_params
-from dlm.models.gguf_import import (config_from_gguf, load_gguf, open_gguf, permute_rope,
-                                    unpermute_rope)
+from dlm.data.gguf_file import open_gguf
+from dlm.models.gguf_import import config_from_gguf, load_gguf, permute_rope, unpermute_rope
 
 gguf = pytest.importorskip("gguf", reason="GGUF import needs the `gguf` package")
 

@@ -3,9 +3,10 @@ import jax
 import numpy as np
 import pytest
 
-from sims.builtin_corpus import builtin_corpus
-from sims.featurise import FEATURES, MARKERS, phi, strip_marker
-from sims.headlines import WEEKDAYS, HeadlineWorld, HeadlineWorldConfig
+from dlm.data.builtin_corpus import builtin_corpus
+from dlm.data.markers import MARKERS, WEEKDAYS, strip_marker
+from sims.featurise import FEATURES, phi
+from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
 N = 20000   # one sample size for the shared draw, so the model compiles once per world
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dlm.causal import iv
+from dlm.data.builtin_corpus import builtin_corpus
 from dlm.data.log import Confounder
-from sims.builtin_corpus import builtin_corpus
 from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
 

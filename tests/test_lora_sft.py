@@ -8,7 +8,7 @@ import pytest
 
 from dlm.data.batching import encode_prompts, encode_sft
 from dlm.models import pretrained
-from dlm.policy import lora_sft, sft
+from dlm.policy import lora_sft, sft, sft_cache
 
 pytest.importorskip("tokenizers")
 
@@ -60,7 +60,7 @@ def test_lora_sft_of_smollm2_trains_adapters_only_and_reloads(tmp_path):
                               n_samples=1, max_new_tokens=4)
     stories = _hand_corpus()
     res = sft.train_sft(cfg, tmp_path / "run", corpus=(stories, "hand"), quiet=True)
-    policy = sft.load_sft(tmp_path / "run")
+    policy = sft_cache.load_sft(tmp_path / "run")
     assert res["bpb_after"] < res["bpb_before"]             # held-out headlines got likelier
     base = pretrained.load_model(pretrained.SMOLLM2).params
     # the merged policy differs from the base only in the LoRA-adapted kernels

@@ -6,14 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlm.data.batching import prompt_weighted_mask
 from dlm.data.tokenizer import ByteTokenizer
+from dlm.eval.policy_eval import (best_of_n_pool, evaluate_best_of_n, evaluate_policy,
+                                  generation_metrics, kl_to_reference)
 from dlm.models.decoder import PRESETS, init_params
-from dlm.policy import sft
+from dlm.policy import sft, sft_cache, sft_corpus
 from dlm.policy.best_of_n import best_indices, pick_best, sample_pool, score_pool
 from dlm.policy.dpo import (DPOConfig, pairs_from_pool, policy_logprobs, preference_data,
                             rank_pairs, train_dpo)
-from dlm.policy.evaluate import (best_of_n_pool, evaluate_best_of_n, evaluate_policy,
-                                 generation_metrics, kl_to_reference)
 from dlm.policy.reinforce import ReinforceConfig, sequence_kl, train_reinforce
 from dlm.sample import sequence_logprobs
 
@@ -160,7 +161,8 @@ def test_reinforce_raises_a_toy_reward(params, tmp_path):
 # ---- evaluation --------------------------------------------------------------------------
 def test_generation_metrics_by_hand():
     texts = ["5 Things You Need To Know", "Why Is This Happening?", "Happy Monday! 3 Cats", ""]
-    m = generation_metrics(texts, lambda t: np.arange(len(t), dtype=float))
+    from sims.featurise import FEATURES, phi
+    m = generation_metrics(texts, lambda t: np.arange(len(t), dtype=float), (phi, FEATURES))
     assert m["n_generations"] == 4 and m["objective"] == pytest.approx(1.5)
     assert m["digit_share"] == pytest.approx(0.5)            # "5 Things", "3 Cats"
     assert m["question_share"] == pytest.approx(0.25)
@@ -169,6 +171,14 @@ def test_generation_metrics_by_hand():
     assert m["marker_rate"] == pytest.approx(0.25)
     assert m["empty_share"] == pytest.approx(0.25) and m["distinct_share"] == 1.0
     assert m["mean_words"] == pytest.approx((6 + 4 + 4 + 0) / 4)
+    bare = generation_metrics(texts)       # no world's feature map: no feature shares
+    for k, v in m.items():
+        if k == "objective" or (k.endswith("_share") and k not in ("empty_share", "distinct_share")):
+            assert np.isnan(bare[k]), k
+        else:
+            assert bare[k] == v, k
+    with pytest.raises(ValueError, match="lacks"):
+        generation_metrics(texts, features=(phi, FEATURES[1:]))
 
 
 def test_evaluate_policy_uses_fixed_seeds_and_enough_generations(params):
@@ -189,16 +199,16 @@ def test_evaluate_policy_uses_fixed_seeds_and_enough_generations(params):
 # ---- the cached SFT policy ---------------------------------------------------------------
 def test_sft_policy_trains_once_then_loads(tmp_path):
     cfg = dataclasses.replace(sft.PRESETS["tiny"], steps=4, ckpt_every=0, n_samples=2)
-    first = sft.sft_policy(cfg, directory=tmp_path / "sft")
+    first = sft_cache.sft_policy(cfg, directory=tmp_path / "sft")
     log = (tmp_path / "sft" / "metrics.jsonl").read_text()
-    second = sft.sft_policy(cfg, directory=tmp_path / "sft")       # loaded, not retrained
+    second = sft_cache.sft_policy(cfg, directory=tmp_path / "sft")       # loaded, not retrained
     assert (tmp_path / "sft" / "metrics.jsonl").read_text() == log
     for x, y in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert second.model_cfg == first.model_cfg
-    with pytest.raises(SystemExit, match="steps: saved 4 vs wanted 5"):
-        sft.sft_policy(dataclasses.replace(cfg, steps=5), directory=tmp_path / "sft")
-    assert sft.sft_cache_dir(cfg, root=tmp_path) != sft.sft_cache_dir(
+    with pytest.raises(FileExistsError, match="steps: saved 4 vs wanted 5"):
+        sft_cache.sft_policy(dataclasses.replace(cfg, steps=5), directory=tmp_path / "sft")
+    assert sft_cache.sft_cache_dir(cfg, root=tmp_path) != sft_cache.sft_cache_dir(
         dataclasses.replace(cfg, seed=1), root=tmp_path)
 
 
@@ -215,33 +225,33 @@ def test_sft_on_a_given_corpus_splits_it_and_keys_the_cache_by_its_label(tmp_pat
     import json
     cfg = dataclasses.replace(sft.PRESETS["tiny"], steps=2, ckpt_every=0, n_samples=2)
     stories = _hand_corpus()
-    policy = sft.sft_policy(cfg, directory=tmp_path / "a", corpus=(stories, "my stories"))
+    policy = sft_cache.sft_policy(cfg, directory=tmp_path / "a", corpus=(stories, "my stories"))
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
-    train, val = sft.split_corpus(stories, cfg)   # the split the data file would get
+    train, val = sft_corpus.split_corpus(stories, cfg)   # the split the data file would get
     assert saved["data"] == "my stories"
     assert (saved["n_train_stories"], saved["n_val_stories"]) == (len(train), len(val)) == (15, 5)
     assert saved["n_train_pairs"] == 30            # two headlines per training story
     # the second call loads the finished run; a different corpus under the same label does not
-    again = sft.sft_policy(cfg, directory=tmp_path / "a", corpus=(stories, "my stories"))
+    again = sft_cache.sft_policy(cfg, directory=tmp_path / "a", corpus=(stories, "my stories"))
     for x, y in zip(jax.tree.leaves(policy.params), jax.tree.leaves(again.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    with pytest.raises(SystemExit, match="corpus_fingerprint"):
-        sft.sft_policy(cfg, directory=tmp_path / "a", corpus=(_hand_corpus(suffix="!"), "my stories"))
-    keys = {sft.sft_cache_dir(cfg, root=tmp_path, corpus=c) for c in
+    with pytest.raises(FileExistsError, match="corpus_fingerprint"):
+        sft_cache.sft_policy(cfg, directory=tmp_path / "a", corpus=(_hand_corpus(suffix="!"), "my stories"))
+    keys = {sft_cache.sft_cache_dir(cfg, root=tmp_path, corpus=c) for c in
             [(stories, "my stories"), (stories, "other label"), (_hand_corpus(suffix="!"), "my stories")]}
-    assert len(keys) == 3 and sft.sft_cache_dir(cfg, root=tmp_path) not in keys
+    assert len(keys) == 3 and sft_cache.sft_cache_dir(cfg, root=tmp_path) not in keys
     with pytest.raises(ValueError, match="not both"):
         sft.train_sft(cfg, tmp_path / "b", data=tmp_path / "x.csv", corpus=(stories, "my stories"))
     with pytest.raises(TypeError, match="source_label"):
-        sft.sft_policy(cfg, directory=tmp_path / "c", corpus=stories)
+        sft_cache.sft_policy(cfg, directory=tmp_path / "c", corpus=stories)
 
 
 def test_prompt_weighted_mask_weights_the_lede_and_never_bos_or_padding():
     P, B, E = 9, 1, 2                                 # pad, bos, eos ids of this toy layout
     tokens = np.array([[B, 5, 6, 7, 8, E, P, P]])      # BOS lede(5,6) response(7,8) EOS pad
     mask = np.array([[0, 0, 0, 1, 1, 1, 0, 0]], np.float32)
-    np.testing.assert_array_equal(sft.prompt_weighted_mask(tokens, mask, P, 0.0), mask)
-    np.testing.assert_allclose(sft.prompt_weighted_mask(tokens, mask, P, 0.25),
+    np.testing.assert_array_equal(prompt_weighted_mask(tokens, mask, P, 0.0), mask)
+    np.testing.assert_allclose(prompt_weighted_mask(tokens, mask, P, 0.25),
                                [[0, .25, .25, 1, 1, 1, 0, 0]])
 
 
@@ -260,8 +270,8 @@ def test_bpe_sft_policy_carries_its_tokenizer_through_load_sft(tmp_path):
     from dlm.data.subword import SubwordTokenizer
     cfg = dataclasses.replace(sft.PRESETS["tiny"], steps=2, ckpt_every=0, n_samples=2,
                               tokenizer="bpe", bpe_vocab=512, prompt_loss_weight=0.3)
-    policy = sft.sft_policy(cfg, directory=tmp_path / "bpe", corpus=(_hand_corpus(), "hand"))
-    loaded = sft.load_sft(tmp_path / "bpe")
+    policy = sft_cache.sft_policy(cfg, directory=tmp_path / "bpe", corpus=(_hand_corpus(), "hand"))
+    loaded = sft_cache.load_sft(tmp_path / "bpe")
     assert isinstance(loaded.tokenizer, SubwordTokenizer)
     assert loaded.model_cfg.vocab_size == policy.tokenizer.vocab_size == loaded.tokenizer.vocab_size
     assert loaded.tokenizer.encode("Why town 7 matters") == policy.tokenizer.encode("Why town 7 matters")

@@ -96,7 +96,7 @@ def test_encoded_rows_score_the_response_and_index_into_pairs():
     from dlm.data.tokenizer import ByteTokenizer
     from dlm.models.decoder import PRESETS, init_params
     from dlm.policy.dpo import batched_sequence_logprobs
-    from dlm.policy.sft import SFTPolicy
+    from dlm.policy.sft_cache import SFTPolicy
 
     cfg = PRESETS["tiny"]
     policy = SFTPolicy(init_params(cfg, jax.random.key(0)), cfg, ByteTokenizer(), None)

@@ -187,7 +187,7 @@ def _deconfoundlm_monday_gaps(entanglement: float, seeds=(0, 1, 2), text: str | 
     from dlm.eval.causal_metrics import spurious_gaps
     from dlm.representations import fit_representation
     from dlm.rewards import MethodContext, train_reward_seeds
-    from sims.headlines import MARKER_PREFIXES
+    from dlm.data.markers import MARKER_PREFIXES
 
     cfg = rs.world_config(rs.PRESETS["quick"], entanglement, 0.8)
     assert cfg.world.marker_effect == -0.1 and cfg.estimator_text == "ngram:256"

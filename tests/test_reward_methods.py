@@ -209,8 +209,9 @@ def test_trunk_states_pool_only_real_tokens():
 def _world_rewards(entanglement: float, marker_effect: float, spec: str = "phi",
                    n: int = 5000, n_stories: int = 100, steps: int = 200):
     """{method: [TrainedReward, ...]}, held-out texts and the world (cached per world)."""
-    from sims.builtin_corpus import builtin_corpus
-    from sims.headlines import MARKER_PREFIXES, HeadlineWorld, HeadlineWorldConfig
+    from dlm.data.builtin_corpus import builtin_corpus
+    from dlm.data.markers import MARKER_PREFIXES
+    from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
     train, held = builtin_corpus(n_stories).split((0.8, 0.2), seed=0)
     wcfg = HeadlineWorldConfig(entanglement=entanglement, marker_effect=marker_effect)

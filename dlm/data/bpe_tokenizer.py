@@ -28,7 +28,7 @@ Message = Mapping[str, str] | tuple[str, str]
 def gguf_tokenizer_metadata(reader) -> dict[str, Any]:
     """The tokenizer fields of a GGUF file as a plain JSON-able dict (what `from_metadata`
     takes), so a cache can rebuild the tokenizer without the GGUF file."""
-    from dlm.models.gguf_import import gguf_field
+    from dlm.data.gguf_file import gguf_field
 
     model = gguf_field(reader, "tokenizer.ggml.model")
     if model != "gpt2":
@@ -120,7 +120,7 @@ class BPETokenizer:
     @classmethod
     def from_gguf(cls, path_or_reader) -> "BPETokenizer":
         """From a GGUF file (path) or an open gguf.GGUFReader."""
-        from dlm.models.gguf_import import open_gguf
+        from dlm.data.gguf_file import open_gguf
 
         reader = (open_gguf(path_or_reader) if isinstance(path_or_reader, (str, pathlib.Path))
                   else path_or_reader)

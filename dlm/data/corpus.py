@@ -2,7 +2,7 @@
 
 The simulated headline world samples stories and candidates from it, and the SFT
 trainer learns lede -> headline from it. Built from any log with groups (one story per
-A/B test), or by sims.builtin_corpus when no data is given.
+A/B test), or by dlm.data.builtin_corpus when no data is given.
 """
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def build_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 4096):
         return ByteTokenizer()
     if kind == "bpe":
         return SubwordTokenizer.train(texts, vocab_size=vocab_size)
-    raise SystemExit(f"--set tokenizer: unknown {kind!r}; have 'byte', 'bpe'")
+    raise ValueError(f"--set tokenizer: unknown {kind!r}; have 'byte', 'bpe'")
 
 
 def load_tokenizer(directory: pathlib.Path):

@@ -12,13 +12,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dlm.data.markers import MARKERS, strip_marker
 from dlm.eval.stats import pair_accuracy
-from sims.featurise import strip_marker
 
 RewardFn = Callable[[Sequence[str]], np.ndarray]
 TauLike = np.ndarray | Sequence[float] | Callable[[Sequence[str]], np.ndarray]
 
-DEFAULT_MARKERS: tuple[str, ...] = ("Happy Monday! ", "Happy Friday! ")
+DEFAULT_MARKERS: tuple[str, ...] = tuple(MARKERS.values())
 MARKER_WORDS: tuple[str, ...] = ("happy", "monday", "friday")
 _WORD_RES = {w: re.compile(rf"\b{w}\b", re.IGNORECASE) for w in MARKER_WORDS}
 # Enumerating every within-group pair is fine for A/B tests (~10 candidates); one huge

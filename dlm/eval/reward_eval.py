@@ -54,7 +54,7 @@ def reward_metrics(reward_fn, h: HeldOut) -> dict:
     """causal_corr, spurious_gap (signed Monday gap), per-marker gaps, pair_acc, objective,
     marker_rate of the best-of-n picks, val_loss (with h.val)."""
     from dlm.policy.best_of_n import pick_best
-    from dlm.policy.evaluate import generation_metrics
+    from dlm.eval.policy_eval import generation_metrics
 
     gaps = cm.spurious_gaps(reward_fn, h.texts, h.marker_effect)
     out = {"causal_corr": cm.causal_corr(reward_fn, h.texts, h.tau),
@@ -71,7 +71,7 @@ def reward_metrics(reward_fn, h: HeldOut) -> dict:
 
 def sft_row(h: HeldOut) -> dict:
     """The policy itself (its first sample per lede): the objective's zero point."""
-    from dlm.policy.evaluate import generation_metrics
+    from dlm.eval.policy_eval import generation_metrics
 
     g = generation_metrics([row[0] for row in h.pool.texts], h.tau_fn)
     return {"objective": g["objective"], "marker_rate": g["marker_rate"]}

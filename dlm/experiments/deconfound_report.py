@@ -158,7 +158,7 @@ def _log_checks_lines(diag, dcfg: DiagnosticsConfig) -> list[str]:
 
 def srm_figure(srm, threshold: float, time: str | None, alpha: float):
     """Share of groups with a sample ratio mismatch per period; flagged periods in red."""
-    plt = rep._plt()
+    plt = rep.pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.06 * len(srm)), 3.0))
     x = np.arange(len(srm))
     ax.plot(x, srm.share, lw=0.8, color="0.4")

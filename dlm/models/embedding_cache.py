@@ -49,7 +49,7 @@ def cached_embed(texts: Sequence[str], key: str, compute: Callable[[list[str]], 
     """Vectors [N, D] float32 for `texts`, computing (via `compute`, on the distinct uncached
     texts only, in one call) what the cache for `key` lacks, then storing it. `dim` is the
     width of the (0, dim) result for no texts."""
-    from dlm.outputs import _atomic, write_json
+    from dlm.outputs import write_atomic, write_json
 
     folder = cache_folder(key, cache)
     hashes = [text_hash(t) for t in texts]
@@ -65,7 +65,7 @@ def cached_embed(texts: Sequence[str], key: str, compute: Callable[[list[str]], 
                              f"for {len(missing)} texts")
         write_json(folder / "key.json", {"key": key})
         shard = folder / f"shard-{uuid.uuid4().hex}.npz"
-        _atomic(shard, lambda f: np.savez(f, hashes=np.array(list(missing)), vectors=new),
+        write_atomic(shard, lambda f: np.savez(f, hashes=np.array(list(missing)), vectors=new),
                 mode="wb")
         found.update(zip(missing, new))
     if not hashes:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import pathlib
 import re
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
+from dlm.data.gguf_file import gguf_field, open_gguf
 from dlm.models.decoder import DecoderConfig
 
 RopeLayout = Literal["half", "interleaved"]
-_REQUIRED = object()
 
 # GGUF per-layer tensor name -> (path inside our block, is a Dense kernel)
 _BLOCK_TENSORS = {
@@ -43,29 +43,6 @@ _GLOBAL_TENSORS = {
     "output_norm.weight": (("final_norm", "scale"), False),
     "output.weight": (("lm_head", "kernel"), True),
 }
-
-
-def open_gguf(path: str | pathlib.Path):
-    """A gguf.GGUFReader over `path` (memory-mapped), with a clear error if it is not one."""
-    import gguf  # imported lazily: only GGUF imports need the package
-
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {path}")
-    try:
-        return gguf.GGUFReader(str(path))
-    except Exception as err:  # gguf raises ValueError/struct.error on foreign files
-        raise ValueError(f"{path}: not a readable GGUF file ({err})") from err
-
-
-def gguf_field(reader, key: str, default: Any = _REQUIRED) -> Any:
-    """The value of metadata field `key` (strings, numbers, lists), or `default`."""
-    field = reader.fields.get(key)
-    if field is None:
-        if default is _REQUIRED:
-            raise KeyError(f"{reader.data.filename}: GGUF metadata lacks {key!r}")
-        return default
-    return field.contents()
 
 
 def config_from_gguf(reader, rope_layout: RopeLayout = "half", dtype: str = "float32",

@@ -128,16 +128,17 @@ def _read_cache(npz: pathlib.Path, meta_path: pathlib.Path, source: pathlib.Path
 
 
 def _write_cache(npz: pathlib.Path, meta_path: pathlib.Path, meta: dict, params: dict) -> None:
-    from dlm.outputs import _atomic, write_json
+    from dlm.outputs import write_atomic, write_json
 
     # the npz first: meta.json is the commit marker a reader checks
-    _atomic(npz, lambda f: np.savez(f, **_flatten(params)), mode="wb")
+    write_atomic(npz, lambda f: np.savez(f, **_flatten(params)), mode="wb")
     write_json(meta_path, meta)
 
 
 def _import_smollm2(source: pathlib.Path, rope_layout: str) -> tuple[dict, dict]:
     from dlm.data.bpe_tokenizer import gguf_tokenizer_metadata
-    from dlm.models.gguf_import import config_from_gguf, open_gguf, params_from_gguf
+    from dlm.data.gguf_file import open_gguf
+    from dlm.models.gguf_import import config_from_gguf, params_from_gguf
 
     reader = open_gguf(source)
     cfg = config_from_gguf(reader, rope_layout)

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlm.data.batching import index_stream
 from dlm.models.decoder import DecoderConfig
 from dlm.policy.best_of_n import Pool, score_pool
-from dlm.policy.sft import index_stream
 from dlm.sample import sequence_logprobs
 from dlm.train.loop import LoopConfig, LoopResult, train_loop
 from dlm.train.losses import dpo_loss

@@ -79,12 +79,12 @@ def lora_config(cfg) -> lora.LoraConfig:
 
 
 def load_base(cfg) -> tuple[Any, Any, ChatPromptTokenizer]:
-    """(decoder config, frozen base params, chat tokenizer) of cfg.model, a clear
-    SystemExit when the model's files are not installed."""
+    """(decoder config, frozen base params, chat tokenizer) of cfg.model; ModelNotAvailable
+    (naming --model) when the model's files are not installed."""
     try:
         loaded = pretrained.load_model(cfg.model, dtype=cfg.dtype)
     except pretrained.ModelNotAvailable as err:
-        raise SystemExit(f"--model {cfg.model}: {err}") from None
+        raise pretrained.ModelNotAvailable(f"--model {cfg.model}: {err}") from None
     tok = ChatPromptTokenizer(loaded.tokenizer, cfg.chat_system, cfg.max_user_tokens)
     return loaded.cfg, loaded.params, tok
 

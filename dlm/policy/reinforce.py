@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlm.data.batching import index_stream
 from dlm.data.tokenizer import Tokenizer
 from dlm.models.decoder import DecoderConfig
 from dlm.outputs import append_jsonl
 from dlm.policy.best_of_n import sample_pool
 from dlm.policy.dpo import batched_sequence_logprobs, copy_params
-from dlm.policy.sft import index_stream
 from dlm.sample import sequence_logprobs
 from dlm.train.loop import step_loop
 from dlm.train.losses import reinforce_loo

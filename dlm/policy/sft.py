@@ -2,34 +2,30 @@
 SFT policy every optimiser starts from and is regularised towards.
 
     res = train_sft(cfg, out_dir, data=None)          # train, evaluate, write outputs
-    policy = sft_policy(cfg, data=None, directory=d)  # the same, or load it if d holds it
 
-Without `data` it trains on the built-in template corpus (sims.builtin_corpus); with a
+Without `data` it trains on the built-in template corpus (dlm.data.builtin_corpus); with a
 path it reads an Upworthy archive; `corpus=(StoryCorpus, label)` trains on any story
-corpus (the label names it in config.json and the cache key). Stories are split into
-train/val (`split_corpus`), so validation ledes are unseen; later stages use the same
-split for held-out ledes.
-scripts.train_sft is the command line over this module.
+corpus (the label names it in config.json and the cache key). Stories are loaded and split
+into train/val by dlm.policy.sft_corpus, so validation ledes are unseen; later stages use
+the same split for held-out ledes. The trained policy as a cached service (train once,
+then load): dlm.policy.sft_cache. scripts.train_sft is the command line over this module.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
-from typing import Any, NamedTuple
-
 import jax
 import numpy as np
 
-from dlm import cli, outputs
-from dlm.data.batching import (bits_per_byte, encode_sft, index_stream,  # noqa: F401
-                               make_batch_for_step, prompt_weighted_mask, target_bytes)
+from dlm import outputs
+from dlm.data.batching import (bits_per_byte, encode_sft, make_batch_for_step,
+                               prompt_weighted_mask, target_bytes)
 from dlm.data.corpus import StoryCorpus
 from dlm.data.subword import TOKENIZER_FILE, build_tokenizer, load_tokenizer
-from dlm.data.tokenizer import Tokenizer
 from dlm.models.decoder import PRESETS as MODEL_PRESETS, Decoder, DecoderConfig, count_params
 from dlm.models.decoder import init_params
+from dlm.policy.sft_corpus import corpus_fingerprint, load_corpus, split_corpus, sft_pairs
 from dlm.train.checkpoint import Checkpointer
 from dlm.train.loop import LoopConfig, train_loop
 from dlm.train.losses import next_token_loss
@@ -94,72 +90,6 @@ PRESETS: dict[str, SFTConfig] = {
 }
 
 
-class SFTPolicy(NamedTuple):
-    """A trained SFT policy: what best-of-n, DPO and REINFORCE start from. Use its
-    `tokenizer` (byte, trained BPE or a pretrained LLM's); never assume bytes."""
-
-    params: Any
-    model_cfg: DecoderConfig
-    tokenizer: Tokenizer
-    directory: pathlib.Path
-
-
-# ---- data --------------------------------------------------------------------------------
-def load_corpus(data: pathlib.Path | None, cfg: SFTConfig,
-                corpus: tuple[StoryCorpus, str] | None = None) -> tuple[StoryCorpus, str]:
-    """(stories, source label): the given `corpus`, the Upworthy stories at `data`, or the
-    built-in template corpus."""
-    if corpus is not None:
-        return _check_corpus_arg(data, corpus)
-    if data is None:
-        from sims.builtin_corpus import builtin_corpus
-        return builtin_corpus(n_stories=cfg.n_stories, seed=cfg.seed), "built-in template corpus"
-    from dlm.data.corpus import stories_from_log
-    from dlm.data.upworthy import load_upworthy
-    return stories_from_log(load_upworthy(data)), str(data)
-
-
-def _check_corpus_arg(data, corpus) -> tuple[StoryCorpus, str]:
-    """`corpus` must be a (StoryCorpus, non-empty label) tuple and excludes `data`."""
-    if data is not None:
-        raise ValueError(f"give either data ({data}) or corpus, not both")
-    if not (isinstance(corpus, tuple) and len(corpus) == 2 and isinstance(corpus[0], StoryCorpus)
-            and isinstance(corpus[1], str) and corpus[1]):
-        raise TypeError("corpus must be a (StoryCorpus, source_label: str) tuple, got "
-                        f"{type(corpus).__name__}")
-    return corpus
-
-
-def corpus_fingerprint(corpus: StoryCorpus) -> str:
-    """A short hash of the stories' text, so a cache keyed by a corpus label is never
-    reused for a different corpus carrying the same label."""
-    import hashlib
-    h = hashlib.sha256()
-    for sid, ctx, heads in zip(corpus.story_ids, corpus.contexts, corpus.headlines):
-        h.update(json.dumps([sid, ctx, list(heads)]).encode())
-    return h.hexdigest()[:16]
-
-
-def split_corpus(corpus: StoryCorpus, cfg: SFTConfig, source: str = "corpus"
-                 ) -> tuple[StoryCorpus, StoryCorpus]:
-    """(train, val) stories exactly as SFT splits them, so held-out ledes stay unseen."""
-    train, val = corpus.split((1 - cfg.val_fraction, cfg.val_fraction), seed=cfg.seed)
-    if len(train) == 0 or len(val) == 0:
-        raise SystemExit(f"{source}: {len(corpus)} stories are too few to split "
-                         f"with val_fraction={cfg.val_fraction}")
-    return train, val
-
-
-def sft_pairs(corpus: StoryCorpus) -> tuple[list[str], list[str]]:
-    """One (lede, headline) pair per candidate headline of every story."""
-    prompts, responses = [], []
-    for context, headlines in zip(corpus.contexts, corpus.headlines):
-        for h in headlines:
-            prompts.append(context)
-            responses.append(h)
-    return prompts, responses
-
-
 # ---- training and evaluation -------------------------------------------------------------
 def sft_loss_fn(model: Decoder):
     """loss_fn(params, batch, rng) for the generic train step: next-token loss on the
@@ -199,7 +129,7 @@ def model_config(cfg: SFTConfig, vocab_size: int | None = None) -> DecoderConfig
     the tokenizer's vocabulary (default: the preset's, i.e. bytes)."""
     if cfg.model not in MODEL_PRESETS:
         from dlm.models.pretrained import MODELS
-        raise SystemExit(f"--set model: unknown model {cfg.model!r}; have the decoder presets "
+        raise ValueError(f"--set model: unknown model {cfg.model!r}; have the decoder presets "
                          f"{sorted(MODEL_PRESETS)} and the pretrained {sorted(MODELS[1:])}")
     base = MODEL_PRESETS[cfg.model]
     return dataclasses.replace(base, dtype=cfg.dtype, max_len=max(base.max_len, cfg.max_len),
@@ -229,7 +159,7 @@ def _check_resume(out: pathlib.Path, resume: bool) -> None:
     with Checkpointer(ckpt_dir) as ck:
         latest = ck.latest_step()
     if latest is not None:
-        raise SystemExit(f"{out} already holds a run (checkpoint step {latest}); pass --resume "
+        raise FileExistsError(f"{out} already holds a run (checkpoint step {latest}); pass --resume "
                          "to continue it, or choose a fresh --out")
 
 
@@ -318,113 +248,3 @@ def _setup(cfg: SFTConfig, train: StoryCorpus, out: pathlib.Path, resume: bool):
     params = init_params(model_cfg, jax.random.key(cfg.seed))
     describe = f"{cfg.model} ({count_params(params):,} params)"
     return tok, model_cfg, params, sft_loss_fn(Decoder(model_cfg)), None, lambda p: p, describe
-
-
-# ---- the cached policy -------------------------------------------------------------------
-def load_sft(directory: pathlib.Path) -> SFTPolicy:
-    """The finished SFT policy in `directory` (its config.json and latest checkpoint)."""
-    directory = pathlib.Path(directory)
-    cfg_path = directory / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{cfg_path}: no SFT run here (train one with scripts.train_sft)")
-    saved = json.loads(cfg_path.read_text())
-
-    def restore_params():
-        with Checkpointer(directory / "checkpoints") as ck:
-            if ck.latest_step() is None:
-                raise FileNotFoundError(f"{directory / 'checkpoints'}: no checkpoint saved yet")
-            return ck.restore_params()
-
-    from dlm.policy import lora_sft
-    if lora_sft.is_pretrained(saved["sft"]["model"]):
-        sft_fields = {f.name for f in dataclasses.fields(SFTConfig)}
-        cfg = SFTConfig(**{k: v for k, v in saved["sft"].items() if k in sft_fields})
-        return SFTPolicy(*lora_sft.load_policy(directory, cfg, restore_params), directory)
-    known = {f.name for f in dataclasses.fields(DecoderConfig)}
-    model_cfg = DecoderConfig(**{k: v for k, v in saved.get("model", {}).items() if k in known})
-    params = jax.tree.map(np.asarray, restore_params())
-    return SFTPolicy(params, model_cfg, load_tokenizer(directory), directory)
-
-
-def _mismatch(directory: pathlib.Path, cfg: SFTConfig, source: str,
-              fingerprint: str | None = None) -> list[str]:
-    """Fields where the run saved in `directory` differs from (cfg, source, corpus)."""
-    saved = json.loads((directory / "config.json").read_text())
-    want = cli.to_jsonable(cfg)
-    diff = [f"{k}: saved {saved['sft'].get(k)!r} vs wanted {v!r}"
-            for k, v in want.items() if saved["sft"].get(k) != v]
-    if saved.get("data") != source:
-        diff.append(f"data: saved {saved.get('data')!r} vs wanted {source!r}")
-    if saved.get("corpus_fingerprint") != fingerprint:
-        diff.append(f"corpus_fingerprint: saved {saved.get('corpus_fingerprint')!r} "
-                    f"vs wanted {fingerprint!r} (same label, different stories?)")
-    return diff
-
-
-def sft_policy(cfg: SFTConfig, data: pathlib.Path | None = None,
-               directory: pathlib.Path | None = None, quiet: bool = True,
-               corpus: tuple[StoryCorpus, str] | None = None) -> SFTPolicy:
-    """The SFT policy for (cfg, data or corpus), trained into `directory` or loaded from it.
-
-    A finished run with the same config and data is loaded (no training); an interrupted
-    one is resumed; a run with a different config is an error naming the differing fields,
-    so a cache is never silently reused for another experiment. `directory` defaults to
-    `sft_cache_dir(cfg, data, corpus=corpus)`. `corpus=(StoryCorpus, label)` replaces the
-    data file (then `data` must be None).
-    """
-    data = None if data is None else pathlib.Path(data).absolute()
-    fingerprint = None
-    if corpus is not None:
-        _check_corpus_arg(data, corpus)
-        fingerprint = corpus_fingerprint(corpus[0])
-        source = corpus[1]
-    else:
-        source = "built-in template corpus" if data is None else str(data)
-    directory = (pathlib.Path(directory) if directory is not None
-                 else sft_cache_dir(cfg, data, corpus=corpus))
-    if (directory / "config.json").exists():
-        diff = _mismatch(directory, cfg, source, fingerprint)
-        if diff:
-            raise SystemExit(f"{directory / 'config.json'}: holds a different SFT run "
-                             f"({'; '.join(diff)}); choose another directory")
-        with Checkpointer(directory / "checkpoints") as ck:
-            latest = ck.latest_step()
-        if latest == cfg.steps:
-            return load_sft(directory)
-        resume = latest is not None
-    else:
-        resume = False
-    res = train_sft(cfg, directory, data, resume=resume, quiet=quiet, corpus=corpus)
-    return SFTPolicy(res["params"], res["model_cfg"], res["tokenizer"], directory)
-
-
-def sft_cache_dir(cfg: SFTConfig, data: pathlib.Path | None = None,
-                  root: pathlib.Path | None = None,
-                  corpus: tuple[StoryCorpus, str] | None = None) -> pathlib.Path:
-    """root/sft-<hash of config and data (or corpus label and fingerprint)>; root defaults
-    to $DLM_CACHE or ~/.cache/dlm."""
-    import hashlib
-    import os
-    root = pathlib.Path(root or os.environ.get("DLM_CACHE", pathlib.Path.home() / ".cache/dlm"))
-    content = {"sft": cli.to_jsonable(cfg), "data": None if data is None else
-               str(pathlib.Path(data).absolute())}
-    if corpus is not None:
-        _check_corpus_arg(data, corpus)
-        content["corpus"] = [corpus[1], corpus_fingerprint(corpus[0])]
-    key = json.dumps(content, sort_keys=True)
-    return root / f"sft-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def preset_policy(preset: str, data: pathlib.Path | None = None, model: str = "",
-                  directory: str = "", quiet: bool = True):
-    """What later stages start from: the cached SFT policy of the named preset (`model`
-    overrides its model, e.g. "smollm2-135m"), its config, and the (train, val) stories it
-    was split into -> (policy, cfg, train, val, source)."""
-    if preset not in PRESETS:
-        raise SystemExit(f"--set sft_preset: unknown {preset!r}; have {sorted(PRESETS)}")
-    cfg = dataclasses.replace(PRESETS[preset], model=model) if model else PRESETS[preset]
-    data = None if data is None else pathlib.Path(data).absolute()
-    policy = sft_policy(cfg, data, pathlib.Path(directory) if directory else None, quiet=quiet)
-    corpus, source = load_corpus(data, cfg)
-    train, val = split_corpus(corpus, cfg, source)
-    return policy, cfg, train, val, source

@@ -9,7 +9,7 @@ observed outcome prefer Monday markers. DeconfoundLM re-orders the same pairs by
 observed logit minus the cross-fitted weekday effect g_hat(weekday), estimated from
 within-test contrasts (one fixed effect per test; arms are randomised within a test).
 
-    arms = upworthy_arms(load_upworthy(path))          # or builtin_arms(...) without data
+    arms = upworthy_arms(load_upworthy(path))   # or sims.monday.builtin_arms(...) without data
     posted = post(arms, MondayConfig(), seed=0)         # weekday, marker, confounded outcome
     a, b = candidate_pairs(posted.log.group, story, max_per_story=10, seed=0)
     adj = adjust(posted.log)                            # within-test weekday effects
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from dlm.causal.crossfit import fold_ids
@@ -30,9 +29,9 @@ from dlm.causal.design import build_design
 from dlm.causal.fit import EstimatorConfig, Fit, fit
 from dlm.data.batching import encode_sft
 from dlm.data.log import Confounder, ObservationalLog
+from dlm.data.markers import FRIDAY, MARKER_PREFIXES, MONDAY, WEEKDAYS
 from dlm.realdata.pairs import headline_arms
 from dlm.representations import text_term
-from sims.headlines import FRIDAY, MARKER_PREFIXES, MONDAY, WEEKDAYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,21 +72,6 @@ def upworthy_arms(log: ObservationalLog) -> ObservationalLog:
     if arms.context is None:
         raise ValueError(f"{log.source}: the Monday experiment needs ledes (a context column)")
     return arms.take(np.flatnonzero(np.array([bool(str(c).strip()) for c in arms.context])))
-
-
-def builtin_arms(n_stories: int, postings_per_arm: int = 3, seed: int = 0,
-                 world_cfg=None) -> ObservationalLog:
-    """A/B arms of the built-in template corpus: the headline world's interventional
-    postings (reference conditions, headline uniform, no marker) summed per (story,
-    headline), so each arm's CTR is the world's simulated 'real CTR' of that headline."""
-    from sims.builtin_corpus import builtin_corpus
-    from sims.headlines import HeadlineWorld, HeadlineWorldConfig
-
-    world = HeadlineWorld(builtin_corpus(n_stories=n_stories, seed=seed),
-                          world_cfg or HeadlineWorldConfig())
-    n = postings_per_arm * int(world.mask_SxK.sum())
-    sample = world.intervene(jax.random.key(seed), n, marker_rate=0.0)
-    return headline_arms(sample.log)
 
 
 # ---- weekdays and the confounded outcome -----------------------------------------------------

@@ -105,7 +105,7 @@ class _Backbone:
         return self._score(params, inputs, conf)
 
 
-class _Frozen(_Backbone):
+class FrozenBackbone(_Backbone):
     """Head on a fixed representation: text inputs are the representation's rows."""
 
     def __init__(self, represent, cfg: TrainerConfig, n_conf: int, two_heads: bool):
@@ -325,7 +325,7 @@ def _backbone(m: RewardMethod, name: str, targets: Targets, represent, cfg, trun
     if cfg.freeze_trunk:
         if represent is None:
             raise ValueError("freeze_trunk=True needs `represent` (dlm.representations)")
-        return _Frozen(represent, cfg, n_conf, m.two_heads)
+        return FrozenBackbone(represent, cfg, n_conf, m.two_heads)
     if trunk is None:
         raise ValueError("freeze_trunk=False needs trunk=(decoder params, DecoderConfig, "
                          "tokenizer)")

@@ -29,7 +29,8 @@ from dlm.eval.stats import format_table, summarise
 from dlm.representations import fit_representation
 from dlm.rewards import (METHODS, MethodContext, TrainerConfig, observational_methods,
                          train_reward_seeds)
-from sims.headlines import MARKER_PREFIXES, HeadlineWorld, HeadlineWorldConfig
+from dlm.data.markers import MARKER_PREFIXES
+from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
 METRICS = ("causal_corr", "spurious_gap", "pair_acc", "objective", "normalised_objective",
            "marker_rate", "gap_monday", "gap_friday", "val_loss")
@@ -105,7 +106,7 @@ def _sft_config(cfg: CompareConfig):
 
 def build_worlds(cfg: CompareConfig, data: pathlib.Path | None):
     """(world over the training stories, world over the held-out stories, data source)."""
-    from dlm.policy.sft import load_corpus, split_corpus
+    from dlm.policy.sft_corpus import load_corpus, split_corpus
 
     sft = _sft_config(cfg)
     corpus, source = load_corpus(data, sft)
@@ -126,9 +127,9 @@ def posted_corpus(log, corpus):
 
 
 def train_policy(log, world, cfg: CompareConfig, label: str, quiet: bool = True):
-    """The SFT policy on the log's posted pairs (dlm.policy.sft.sft_policy: cached under
+    """The SFT policy on the log's posted pairs (dlm.policy.sft_cache.sft_policy: cached under
     $DLM_CACHE by config and corpus): (params, DecoderConfig, tokenizer)."""
-    from dlm.policy.sft import sft_policy
+    from dlm.policy.sft_cache import sft_policy
 
     sft = dataclasses.replace(_sft_config(cfg), val_fraction=0.1, max_val_pairs=128,
                               ckpt_every=cfg.sft_steps, n_samples=4)

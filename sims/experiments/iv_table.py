@@ -18,8 +18,8 @@ import pandas as pd
 
 from dlm.causal import iv
 from dlm.causal.fit import EstimatorConfig
+from dlm.data.builtin_corpus import builtin_corpus
 from dlm.eval.stats import format_mean_se, mean_se
-from sims.builtin_corpus import builtin_corpus
 from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
 

@@ -12,7 +12,7 @@ def build_world(world: HeadlineWorldConfig = HeadlineWorldConfig(), n_stories: i
                 data: pathlib.Path | None = None) -> HeadlineWorld:
     """The world of `world` over n_stories built-in stories (ignored with `data`)."""
     if data is None:
-        from sims.builtin_corpus import builtin_corpus
+        from dlm.data.builtin_corpus import builtin_corpus
 
         corpus = builtin_corpus(n_stories=n_stories)
     else:

@@ -10,6 +10,8 @@ import datetime
 
 import numpy as np
 
+from dlm.data.corpus import StoryCorpus
+
 # (subject, topic, place): the slots a lede and its headlines are written around.
 TOPICS: tuple[tuple[str, str, str], ...] = (
     ("A Teacher", "Her Students' Reading Scores", "a rural school"),
@@ -118,10 +120,8 @@ def _story(rng: np.random.Generator) -> tuple[str, tuple[str, ...]]:
     return lede, heads
 
 
-def builtin_corpus(n_stories: int = 600, seed: int = 0):
+def builtin_corpus(n_stories: int = 600, seed: int = 0) -> StoryCorpus:
     """A StoryCorpus of `n_stories` template stories, weeks spread over N_PERIODS periods."""
-    from dlm.data.corpus import StoryCorpus  # lazy: keeps this module importable on its own
-
     if n_stories < 1:
         raise ValueError(f"builtin_corpus: n_stories must be >= 1, got {n_stories}")
     rng = np.random.default_rng(seed)
