@@ -6,7 +6,7 @@ import scipy.special
 from dlm.causal.crossfit import cross_fit, deconfound, fold_ids, partial_out
 from dlm.causal.fit import EstimatorConfig
 from dlm.data.log import Confounder, ObservationalLog
-from tests.test_estimator import simulate
+from tests.causal.test_estimator import simulate
 
 CFG = EstimatorConfig(folds=3)
 

@@ -16,7 +16,7 @@ from dlm.models.embedding_cache import (TextEmbedding, bucket_length, cached_emb
 from dlm.models.safetensors_np import read_safetensors
 from dlm.models.text_encoders import llm_representation
 
-REFERENCE = pathlib.Path(__file__).parent / "data" / "minilm_reference.npz"
+REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "minilm_reference.npz"
 TINY = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=32, max_position_embeddings=64)
 

@@ -13,7 +13,7 @@ from dlm.train.losses import next_token_loss
 from dlm.train.optim import OptimConfig, make_optimizer
 from dlm.train.step import TrainState, make_train_step
 
-DLM = pathlib.Path(__file__).resolve().parents[1] / "dlm"
+DLM = pathlib.Path(__file__).resolve().parents[2] / "dlm"
 
 
 def _imports(path, top_level_only=False):

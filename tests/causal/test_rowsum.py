@@ -12,9 +12,9 @@ from dlm.causal.design import build_design
 from dlm.causal.fit import EstimatorConfig, fit
 from dlm.causal.newton import _memory_sums
 from dlm.causal.rowsum import ShardedRows
-from tests.test_estimator import simulate
+from tests.causal.test_estimator import simulate
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 N, CHUNK = 3001, 500          # 7 chunks per device on 1 device, the last one padded
 
 
@@ -55,7 +55,7 @@ def test_chunked_map_equals_in_memory_map(family):
 _FOUR = """
 import json, sys, jax, numpy as np
 from dlm.causal.fit import EstimatorConfig, fit
-from tests.test_estimator import simulate
+from tests.causal.test_estimator import simulate
 d = simulate(n=%d, T=8, F=2, seed=6)
 f = fit(d["s"], d["trials"], d["h"], d["conf"], EstimatorConfig(row_chunk=%d))
 json.dump({"devices": jax.device_count(), "rows": f.info["map_rows"],
@@ -84,7 +84,7 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU collecti
 from dlm.train.sharding import maybe_initialize_distributed
 assert maybe_initialize_distributed()
 from dlm.causal.fit import EstimatorConfig, fit
-from tests.test_estimator import simulate
+from tests.causal.test_estimator import simulate
 d = simulate(n=%d, T=8, F=2, seed=6)
 f = fit(d["s"], d["trials"], d["h"], d["conf"], EstimatorConfig(row_chunk=%d))
 json.dump({"procs": jax.process_count(), "devices": jax.device_count(),

@@ -14,7 +14,7 @@ pytest.importorskip("tokenizers")
 
 
 def _chat_tok():
-    from tests.test_bpe_tokenizer import tiny
+    from tests.data.test_bpe_tokenizer import tiny
     template = "{{'<|im_start|>system\nBe brief.<|im_end|>\n'}}<|im_start|>"
     return lora_sft.ChatPromptTokenizer(tiny(template=template), "Be brief.", max_user_tokens=3)
 

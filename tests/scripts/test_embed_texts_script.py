@@ -7,7 +7,7 @@ import numpy as np
 from dlm.models import text_encoders
 from dlm.models.embedding_cache import TextEmbedding
 from scripts import embed_texts
-from tests.test_upworthy import rows, write
+from tests.data.test_upworthy import rows, write
 
 
 def test_embed_texts_fills_then_reads_the_cache(tmp_path, monkeypatch):

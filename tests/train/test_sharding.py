@@ -12,7 +12,7 @@ import pytest
 from dlm.train.sharding import make_mesh, maybe_initialize_distributed, replicate, shard_batch
 from tests import _tiny_train as tiny
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run_on_4_devices(out: pathlib.Path, *args: str) -> subprocess.CompletedProcess:

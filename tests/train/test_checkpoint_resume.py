@@ -15,7 +15,7 @@ import pytest
 from dlm.train.checkpoint import Checkpointer
 from tests import _tiny_train as tiny
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_save_restore_roundtrip_and_keep_last_k(tmp_path):
