@@ -283,3 +283,15 @@ def test_checker_catches_what_it_should(tmp_path):
     assert system_exit == ["sims/w.py:1"]
     script_edge = Edge("scripts.s1", "scripts.s2", "scripts/s1.py", 1)
     assert script_edge in edges and any(b.startswith("scripts/s1.py:1: script imports script") for b in bad)
+
+
+def test_readme_layout_names_every_dlm_module():
+    """README's Layout section names every module of dlm/ (a new module must be documented)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Layout\n")
+    section = readme[start:readme.index("\n## ", start + 1)]
+    missing = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "dlm").rglob("*.py"))
+               if p.name != "__init__.py"
+               and str(p.relative_to(ROOT)) not in section
+               and not (p.name in section and f"{p.parent.relative_to(ROOT)}/" in section)]
+    assert not missing, f"README Layout does not name: {missing}"
