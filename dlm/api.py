@@ -132,10 +132,19 @@ class Result:
     feature_names: tuple[str, ...]
     adjusted: Adjusted
     cfg: EstimatorConfig
+    endogenous: str | None = None    # P's column when fitted by control function
+    iv: Mapping | None = None        # estimator -> dlm.causal.iv.EndogenousEffect
 
     def effects(self) -> pd.DataFrame:
-        """Centred confounder effects: parameter, level, mean, sd, lo, hi (cfg.interval)."""
-        return self.adjusted.effects()
+        """Centred confounder effects: parameter, level, mean, sd, lo, hi (cfg.interval).
+        With an endogenous P, its rows "slope (ESTIMATOR)" follow, with first_stage_F."""
+        eff = self.adjusted.effects()
+        if not self.iv:
+            return eff
+        rows = pd.DataFrame([{"parameter": self.endogenous, "level": f"slope ({e.estimator})",
+                              "mean": e.effect, "sd": np.nan, "lo": e.lo, "hi": e.hi,
+                              "first_stage_F": e.first_stage_F} for e in self.iv.values()])
+        return pd.concat([eff, rows], ignore_index=True)
 
 
 def n_parameters(log: ObservationalLog, n_text: int, cfg: EstimatorConfig = EstimatorConfig()) -> int:
@@ -198,7 +207,26 @@ def represent(log: ObservationalLog, text: str = DEFAULT_TEXT_SPEC
     return np.asarray(rep.transform(log.content), np.float32), tuple(names)
 
 
+def check_instrument(frame: pd.DataFrame, endogenous: str | None, instrument: str | None,
+                     source: str = "<frame>") -> None:
+    """Clear errors, before fitting, for the --confounder P:endogenous / --instrument pair."""
+    if (endogenous is None) != (instrument is None):
+        raise ValueError("an endogenous confounder needs an instrument (--instrument COL: moves "
+                         "it, reaches the outcome only through it), and an instrument an "
+                         "endogenous confounder (--confounder NAME:endogenous)")
+    if instrument is None:
+        return
+    for name in (endogenous, instrument):
+        if name not in frame.columns:
+            raise LogValidationError(f"unknown column; have {list(frame.columns)}", source=source,
+                                     column=name)
+    if frame[instrument].nunique(dropna=True) < 2:
+        raise LogValidationError(f"instrument is constant: it cannot move {endogenous!r}",
+                                 source=source, column=instrument)
+
+
 def fit(log: ObservationalLog, text: str = DEFAULT_TEXT_SPEC, cfg: EstimatorConfig | None = None,
+        *, endogenous: str | None = None, instrument: str | None = None, iv_bootstrap: int = 100,
         **overrides) -> Result:
     """DeconfoundLM's cross-fitted adjustment of `log` (g fitted jointly with the text term).
 
@@ -206,11 +234,28 @@ def fit(log: ObservationalLog, text: str = DEFAULT_TEXT_SPEC, cfg: EstimatorConf
     `import sims.featurise`). cfg / overrides:
     EstimatorConfig fields (seed, method, folds, interval, ...). Groups of the log (units
     randomised together) stay in one fold.
+
+    endogenous / instrument: numeric confounder columns P (caused by the text too) and Z
+    (moves P, reaches the outcome only through P). P is then fitted by control function
+    (dlm.causal.iv.control_function_log: Z dropped, the first-stage residual added), its IV
+    estimates with a bootstrap interval (iv_bootstrap replicates) in Result.iv; a
+    WeakInstrumentWarning when the first-stage F < 10.
     """
     cfg = dataclasses.replace(cfg or EstimatorConfig(), **overrides)
     text_NxF, names = represent(log, text)
     check_size(log, 0 if text_NxF is None else text_NxF.shape[1], cfg)
-    return Result(log, text, text_NxF, names, deconfound(log, text_NxF, cfg), cfg)
+    if endogenous is None and instrument is None:
+        return Result(log, text, text_NxF, names, deconfound(log, text_NxF, cfg), cfg)
+    if endogenous is None or instrument is None:
+        raise ValueError("give both endogenous and instrument")
+    from dlm.causal.iv import control_function_log
+
+    fit_log, iv = control_function_log(log, text_NxF, endogenous=endogenous,
+                                       instrument=instrument, cfg=cfg, bootstrap=iv_bootstrap,
+                                       seed=cfg.seed)
+    # the result's log is fit_log: its residual column is a confounder of the fit (adjusted.csv)
+    return Result(fit_log, text, text_NxF, names, deconfound(fit_log, text_NxF, cfg), cfg,
+                  endogenous, iv)
 
 
 # ---- outputs --------------------------------------------------------------------------------
@@ -236,7 +281,8 @@ def adjust(frame: pd.DataFrame, result: Result) -> pd.DataFrame:
     out = frame.reset_index(drop=True).copy()
     for name, conf in log.confounders.items():
         if name not in out.columns:
-            out[name] = np.asarray(conf.levels, dtype=object)[np.asarray(conf.values)]
+            out[name] = (np.asarray(conf.values) if conf.levels is None else   # numeric
+                         np.asarray(conf.levels, dtype=object)[np.asarray(conf.values)])
     out["g_hat"], out["g_lo"], out["g_hi"] = adj.g_hat, adj.g_lo, adj.g_hi
     if log.is_binomial:
         out["logit_outcome"] = log.logit_outcome()

@@ -46,15 +46,17 @@ import dataclasses
 import pathlib
 import sys
 import time
+import warnings
 
 from dlm import api, cli, outputs
 from dlm import finetune as ft
 from dlm.causal.diagnostics import DiagnosticsConfig
 from dlm.causal.fit import EstimatorConfig
+from dlm.causal.iv import WeakInstrumentWarning
 from dlm.data.log import CONFOUNDER_KINDS, LogValidationError
 from dlm.data.tables import TIME_UNITS
 from dlm.experiments.deconfound_report import (build_figures, build_report, confounder_series,
-                                                finetune_section, reward_section)
+                                                finetune_section, iv_section, reward_section)
 from dlm.representations import DEFAULT_TEXT_SPEC
 import sims.featurise  # noqa: F401  (registers the "phi" text representation)
 
@@ -65,21 +67,31 @@ PRESETS = {
 }
 
 
+TYPES = (*CONFOUNDER_KINDS, "endogenous")
+
+
 def parse_confounders(items: list[str]) -> dict[str, str]:
-    """["week:time", "weekday:categorical"] -> {"week": "time", ...}; clear errors."""
+    """["week:time", "weekday:categorical"] -> {"week": "time", ...}; clear errors.
+    "pop:endogenous" is kept as such (a numeric confounder fitted by control function)."""
     out = {}
     for item in items:
         name, sep, kind = item.rpartition(":")
         if not sep or not name:
-            raise SystemExit(f"--confounder expects NAME:TYPE (TYPE in {', '.join(CONFOUNDER_KINDS)}), "
+            raise SystemExit(f"--confounder expects NAME:TYPE (TYPE in {', '.join(TYPES)}), "
                              f"got {item!r}")
-        if kind not in CONFOUNDER_KINDS:
+        if kind not in TYPES:
             raise SystemExit(f"--confounder {item!r}: unknown type {kind!r}; use one of "
-                             f"{', '.join(CONFOUNDER_KINDS)}")
+                             f"{', '.join(TYPES)}")
         if name in out:
             raise SystemExit(f"--confounder {name!r} given twice")
         out[name] = kind
+    if list(out.values()).count("endogenous") > 1:
+        raise SystemExit("--confounder: at most one endogenous confounder (one instrument)")
     return out
+
+
+def endogenous_of(confounders: dict[str, str]) -> str | None:
+    return next((n for n, k in confounders.items() if k == "endogenous"), None)
 
 
 def resolve_configs(args):
@@ -119,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", help="trial counts (with --successes)")
     parser.add_argument("--outcome", help="a real-valued outcome (instead of counts)")
     parser.add_argument("--confounder", action="append", default=[], metavar="NAME:TYPE",
-                        help=f"TYPE in {', '.join(CONFOUNDER_KINDS)}; repeatable")
+                        help=f"TYPE in {', '.join(TYPES)}; repeatable (endogenous: numeric, "
+                             "caused by the text too; needs --instrument)")
+    parser.add_argument("--instrument", metavar="COL",
+                        help="numeric column that moves the endogenous confounder and reaches "
+                             "the outcome only through it (e.g. a randomised promotion slot)")
+    parser.add_argument("--iv-bootstrap", type=int, default=100, metavar="N",
+                        help="bootstrap replicates of the IV interval (default 100)")
     parser.add_argument("--derive", action="append", default=[], metavar="[COL:]PARTS",
                         help="calendar parts (weekday,month,year) of a date column as "
                              "categorical confounders; COL defaults to the time confounder")
@@ -186,21 +204,30 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
     everything to write (nothing is written here)."""
     t0 = time.perf_counter()
     confounders = parse_confounders(args.confounder)
+    endogenous = endogenous_of(confounders)
     if args.train_reward:
         api.check_reward_method(args.train_reward)
         api.check_reward_representation(args.reward_representation)
     text_cols = [c for c in (args.content, args.context, args.group) if c]
     frame = api.read_frame(args.data, text_columns=text_cols)
+    api.check_instrument(frame, endogenous, args.instrument, source=str(args.data))
+    kinds = {n: ("numeric" if k == "endogenous" else k) for n, k in confounders.items()}
+    if args.instrument:
+        kinds[args.instrument] = "numeric"
     log = api.from_frame(frame, content=args.content, context=args.context, group=args.group,
                          successes=args.successes, trials=args.trials, outcome=args.outcome,
-                         confounders=confounders, derive=args.derive or None,
+                         confounders=kinds, derive=args.derive or None,
                          time_unit=args.time_unit, source=str(args.data))
     api.check_columns_free(frame, log)
     if ft_cfg is not None:
         ft.check_log(log, ft_cfg)
-    result = api.fit(log, text=args.text_features, cfg=cfg)
+    with warnings.catch_warnings(record=True) as caught:   # the weak-instrument warning
+        warnings.simplefilter("always", WeakInstrumentWarning)
+        result = api.fit(log, text=args.text_features, cfg=cfg, endogenous=endogenous,
+                         instrument=args.instrument, iv_bootstrap=args.iv_bootstrap)
+    weak = [str(w.message) for w in caught if issubclass(w.category, WeakInstrumentWarning)]
     diag = api.diagnose(result, dcfg)
-    series = {name: confounder_series(result, name) for name in log.confounders}
+    series = {name: confounder_series(result, name) for name in result.log.confounders}
     rewards, history = [], []
     if args.train_reward:
         rewards = api.train(result, args.train_reward, args.reward_representation,
@@ -210,7 +237,8 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
         tuned = ft.finetune(result, rewards[0], cfg=ft_cfg, quiet=True)
     seconds = time.perf_counter() - t0
     return dict(table=api.adjust(frame, result), result=result, diag=diag, series=series,
-                rewards=rewards, history=history, finetune=tuned, seconds=seconds)
+                rewards=rewards, history=history, finetune=tuned, seconds=seconds,
+                weak=weak)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result, diag = out["result"], out["diag"]
     text = build_report(args, result, diag, out["series"], cfg, dcfg, out["seconds"])
+    if result.iv:
+        text += "\n" + iv_section(result, args.instrument, out["weak"])
     figs = build_figures(result, diag, out["series"], dcfg)
     scores = api.score_contents(result, out["rewards"]) if out["rewards"] else None
     if scores is not None:
@@ -237,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {"data": args.data, "content": args.content, "context": args.context,
               "group": args.group, "successes": args.successes, "trials": args.trials,
               "outcome": args.outcome, "confounders": parse_confounders(args.confounder),
+              "instrument": args.instrument, "iv_bootstrap": args.iv_bootstrap,
               "derive": args.derive, "time_unit": args.time_unit,
               "text_features": args.text_features, "preset": args.preset, "estimator": cfg,
               "diagnostics": dcfg, "rows": len(result.log), "seconds": out["seconds"],
@@ -266,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{out['seconds']:.1f} s)")
     if out["finetune"] is not None:
         print(f"wrote {d}/finetune/ (summary.md, samples.csv): {out['finetune'].cfg.kind} vs SFT")
-    for w in diag.warnings:
+    for w in [*out["weak"], *diag.warnings]:
         print(f"warning: {w}")
     return 0
 

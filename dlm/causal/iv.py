@@ -163,3 +163,27 @@ def _bootstrap(successes, trials, text_NxF, rest, P, Z, endogenous, instrument, 
     level = cfg.interval
     lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
     return float(lo), float(hi)
+
+
+def control_function_log(log, text_NxF, *, endogenous: str, instrument: str,
+                         cfg: EstimatorConfig = EstimatorConfig(), bootstrap: int = 100,
+                         seed: int = 0):
+    """A binomial ObservationalLog whose confounders hold P (`endogenous`) and Z
+    (`instrument`), both numeric -> (fit_log, effects): fit_log has Z removed (it acts only
+    through P) and the first-stage residual added as a control, so a deconfound fit on it
+    gives P's causal slope and a g(C) whose subtraction removes every confounder's
+    structural effect, P's included (the residual is orthogonal to the text by construction:
+    subtracting its term removes shocks, not text effect). effects: `estimate_endogenous`'s
+    three estimates (the control function's with its bootstrap interval and first-stage F;
+    WeakInstrumentWarning when F < 10)."""
+    if not log.is_binomial:
+        raise ValueError(f"{log.source}: an endogenous confounder needs binomial counts "
+                         "(successes, trials)")
+    effects = estimate_endogenous(log.successes, log.trials, text_NxF, log.confounders,
+                                  endogenous=endogenous, instrument=instrument, cfg=cfg,
+                                  groups=log.group, bootstrap=bootstrap, seed=seed)
+    rest, P, Z = _split(log.confounders, endogenous, instrument)
+    v, _ = first_stage(P, Z, rest, text_NxF, cfg, instrument=instrument, groups=log.group)
+    conf = {k: c for k, c in log.confounders.items() if k != instrument}
+    conf[RESIDUAL] = Confounder("numeric", v)
+    return dataclasses.replace(log, confounders=conf), effects

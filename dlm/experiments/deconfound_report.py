@@ -273,3 +273,21 @@ def reward_section(scores, rewards) -> str:
         lines.append(f"| {name} | rewards/{name}/ | {corr:+.3f} |")
     return "\n".join(lines) + "\n\nScores of every distinct content: reward_scores.csv; " \
         "training curve: metrics.jsonl.\n"
+
+
+def iv_section(result: api.Result, instrument: str, weak: list[str]) -> str:
+    """P's effect by each estimator of dlm.causal.iv, the first-stage F, the weak warning."""
+    lines = [f"## Endogenous confounder {result.endogenous!r} (instrument {instrument!r})", "",
+             "| estimator | effect (logit per unit) | interval | kind | first-stage F |",
+             "|---|---|---|---|---|"]
+    for e in result.iv.values():
+        F = "" if np.isnan(e.first_stage_F) else f"{e.first_stage_F:.1f}"
+        ci = "" if np.isnan(e.lo) else f"[{e.lo:+.4f}, {e.hi:+.4f}]"
+        lines.append(f"| {e.estimator} | {e.effect:+.4f} | {ci} | {e.interval} | {F} |")
+    lines += ["", "The adjustment uses the control function: the instrument is left out of the "
+              "outcome model, the first-stage residual is added as a control, and the adjusted "
+              "outcome subtracts every confounder's effect, the endogenous one's included. "
+              "Assumes the instrument moves it (F >= 10), reaches the outcome only through it, "
+              "and is independent of the unobserved shocks."]
+    lines += [f"\n**Warning:** {w}" for w in weak]
+    return "\n".join(lines) + "\n"
