@@ -258,6 +258,35 @@ def fit(log: ObservationalLog, text: str = DEFAULT_TEXT_SPEC, cfg: EstimatorConf
                   endogenous, iv)
 
 
+def hybrid_weight(result: Result, experiment: ObservationalLog | None = None,
+                  randomised=None):
+    """dlm.causal.hybrid's w* for the deconfounded observational reward (the estimator's
+    text term) against randomised arms: either `experiment`, a separate grouped binomial
+    log (scored by the full-data fit; its Var_B is then folded into Bias^2), or
+    `randomised`, a [N] 0/1 mask of this log's randomised groups (the reward cross-fitted
+    over them, so Var_B is estimated). -> HybridWeight."""
+    from dlm.causal import hybrid
+
+    if (experiment is None) == (randomised is None):
+        raise ValueError("give an experimental log or a mask of randomised groups (one)")
+    if result.text_NxF is None:
+        raise ValueError("the hybrid needs an observational reward: a text term (not 'none')")
+    log, cfg = result.log, result.cfg
+    if experiment is not None:
+        hybrid.experimental_arms(experiment)              # groups and counts, before scoring
+        rep = fit_representation(result.text_spec, log.content)
+        r_B = np.asarray(rep.transform(experiment.content), np.float64) @ result.adjusted.fit.text_coef
+        return hybrid.weight_from_log(experiment, r_B, folds=cfg.folds, seed=cfg.seed)
+    mask = np.asarray(randomised, bool)
+    if mask.shape != (len(log),) or not mask.any():
+        raise ValueError("the randomised-group mask marks no row of the log")
+    hybrid.experimental_arms(log.take(mask))              # groups and counts, before fitting
+    r_B, fold = hybrid.crossfit_text_term(log.successes, log.trials, result.text_NxF,
+                                          log.confounders, mask, log.group, cfg=cfg,
+                                          outcome=log.outcome)
+    return hybrid.weight_from_log(log.take(mask), r_B, fold=fold)
+
+
 # ---- outputs --------------------------------------------------------------------------------
 def added_columns(log: ObservationalLog) -> tuple[str, ...]:
     return ADDED_BINOMIAL if log.is_binomial else ADDED_REAL

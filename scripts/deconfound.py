@@ -48,6 +48,8 @@ import sys
 import time
 import warnings
 
+import numpy as np
+
 from dlm import api, cli, outputs
 from dlm import finetune as ft
 from dlm.causal.diagnostics import DiagnosticsConfig
@@ -56,7 +58,8 @@ from dlm.causal.iv import WeakInstrumentWarning
 from dlm.data.log import CONFOUNDER_KINDS, LogValidationError
 from dlm.data.tables import TIME_UNITS
 from dlm.experiments.deconfound_report import (build_figures, build_report, confounder_series,
-                                                finetune_section, iv_section, reward_section)
+                                                finetune_section, hybrid_section, hybrid_table,
+                                                iv_section, reward_section)
 from dlm.representations import DEFAULT_TEXT_SPEC
 import sims.featurise  # noqa: F401  (registers the "phi" text representation)
 
@@ -152,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reward-representation", default="ngram-svd:64",
                         help="frozen text representation of the reward: a dlm.representations "
                              "spec (default: ngram-svd:64; also ngram:D, phi, llm:NAME)")
+    parser.add_argument("--experimental-data", type=pathlib.Path, metavar="PATH",
+                        help="a grouped log of randomised arms (same columns: content, group, "
+                             "successes, trials): report the hybrid weight w* of the "
+                             "deconfounded reward against it")
+    parser.add_argument("--randomised-groups", metavar="COL",
+                        help="a 0/1 column marking this log's randomised groups: the hybrid "
+                             "weight against them (the reward cross-fitted over them)")
     add_finetune_args(parser)
     return parser
 
@@ -195,8 +205,42 @@ def _check_args(args, parser) -> None:
         parser.error("give both --successes and --trials, or --outcome")
     if (args.successes is None) == (args.outcome is None):
         parser.error("give either --successes and --trials, or --outcome")
+    if args.experimental_data and args.randomised_groups:
+        parser.error("give --experimental-data or --randomised-groups, not both")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} exists and is not a directory")
+
+
+def experimental_sample(args, frame):
+    """(experimental log or None, randomised mask or None) of --experimental-data /
+    --randomised-groups, validated before any fit."""
+    if args.experimental_data:
+        if not args.group or args.successes is None:
+            raise ValueError("--experimental-data needs --group (the randomised tests) and "
+                             "--successes/--trials (each arm's sampling variance)")
+        exp_frame = api.read_frame(args.experimental_data, text_columns=[args.content, args.group])
+        if args.group not in exp_frame.columns:
+            raise LogValidationError("the experimental file has no group column: its randomised "
+                                     "groups (tests) are needed", source=str(args.experimental_data),
+                                     column=args.group)
+        exp = api.from_frame(exp_frame, content=args.content, group=args.group,
+                             successes=args.successes, trials=args.trials,
+                             source=str(args.experimental_data))
+        from dlm.causal.hybrid import experimental_arms
+        experimental_arms(exp)
+        return exp, None
+    if args.randomised_groups:
+        col = args.randomised_groups
+        if col not in frame.columns:
+            raise LogValidationError("unknown column", source=str(args.data), column=col)
+        values = frame[col]
+        bad = ~values.isin([0, 1])
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) + 1
+            raise LogValidationError(f"must be 0 or 1 (randomised group), got {values[bad].iloc[0]!r}",
+                                     source=str(args.data), row=row, column=col)
+        return None, values.to_numpy() == 1
+    return None, None
 
 
 def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=None):
@@ -219,6 +263,7 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
                          confounders=kinds, derive=args.derive or None,
                          time_unit=args.time_unit, source=str(args.data))
     api.check_columns_free(frame, log)
+    experiment, randomised = experimental_sample(args, frame)
     if ft_cfg is not None:
         ft.check_log(log, ft_cfg)
     with warnings.catch_warnings(record=True) as caught:   # the weak-instrument warning
@@ -227,6 +272,9 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
                          instrument=args.instrument, iv_bootstrap=args.iv_bootstrap)
     weak = [str(w.message) for w in caught if issubclass(w.category, WeakInstrumentWarning)]
     diag = api.diagnose(result, dcfg)
+    hybrid = None
+    if experiment is not None or randomised is not None:
+        hybrid = api.hybrid_weight(result, experiment, randomised)
     series = {name: confounder_series(result, name) for name in result.log.confounders}
     rewards, history = [], []
     if args.train_reward:
@@ -238,7 +286,7 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
     seconds = time.perf_counter() - t0
     return dict(table=api.adjust(frame, result), result=result, diag=diag, series=series,
                 rewards=rewards, history=history, finetune=tuned, seconds=seconds,
-                weak=weak)
+                weak=weak, hybrid=hybrid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     text = build_report(args, result, diag, out["series"], cfg, dcfg, out["seconds"])
     if result.iv:
         text += "\n" + iv_section(result, args.instrument, out["weak"])
+    if out["hybrid"] is not None:
+        text += "\n" + hybrid_section(out["hybrid"], args)
     figs = build_figures(result, diag, out["series"], dcfg)
     scores = api.score_contents(result, out["rewards"]) if out["rewards"] else None
     if scores is not None:
@@ -268,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
               "group": args.group, "successes": args.successes, "trials": args.trials,
               "outcome": args.outcome, "confounders": parse_confounders(args.confounder),
               "instrument": args.instrument, "iv_bootstrap": args.iv_bootstrap,
-              "derive": args.derive, "time_unit": args.time_unit,
+              "experimental_data": args.experimental_data,
+              "randomised_groups": args.randomised_groups, "derive": args.derive, "time_unit": args.time_unit,
               "text_features": args.text_features, "preset": args.preset, "estimator": cfg,
               "diagnostics": dcfg, "rows": len(result.log), "seconds": out["seconds"],
               "train_reward": args.train_reward,
@@ -280,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs.write_csv(d / "collinearity.csv", diag.collinearity)
     outputs.write_csv(d / "phrases.csv", diag.phrases)
     outputs.write_csv(d / "overlap.csv", diag.overlap)
+    if out["hybrid"] is not None:
+        outputs.write_csv(d / "hybrid.csv", hybrid_table(out["hybrid"]))
     if len(diag.srm):
         outputs.write_csv(d / "srm.csv", diag.srm)
     for name, fig in figs.items():

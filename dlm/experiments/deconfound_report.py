@@ -291,3 +291,31 @@ def iv_section(result: api.Result, instrument: str, weak: list[str]) -> str:
               "and is independent of the unobserved shocks."]
     lines += [f"\n**Warning:** {w}" for w in weak]
     return "\n".join(lines) + "\n"
+
+
+def hybrid_table(h):
+    """hybrid.csv: w* and its pieces, one row."""
+    import pandas as pd
+
+    return pd.DataFrame([{"w_experimental": h.w, "bias2": h.bias2, "var_B": h.var_B,
+                          "var_U": h.var_U, "mse_B": h.mse_B, "n_groups": h.n_groups,
+                          "n_arms": h.n_rows,
+                          "fold_w": " ".join(f"{w:.3f}" for w in h.fold_w)}])
+
+
+def hybrid_section(h, args) -> str:
+    src = (f"the experimental file {args.experimental_data}" if args.experimental_data
+           else f"this log's randomised groups ({args.randomised_groups} = 1; the reward "
+                "cross-fitted over them)")
+    return "\n".join([
+        "## Hybrid weight", "",
+        f"Deconfounded observational reward (the estimator's text term) against {src}: "
+        f"{h.n_rows:,} arms in {h.n_groups:,} randomised groups, within-group contrasts.", "",
+        "| w* (experimental side) | Bias_B^2 | Var_B | Var_U |", "|---|---|---|---|",
+        f"| {h.w:.3f} | {h.bias2:.5f} | {h.var_B:.5f} | {h.var_U:.5f} |", "",
+        "w* = (Bias^2 + Var_B) / (Bias^2 + Var_B + Var_U); the hybrid reward is "
+        "w* r_U + (1 - w*) r_B (dlm.causal.hybrid.combine). Per-fold w*: "
+        + ", ".join(f"{w:.3f}" for w in h.fold_w) + "."
+        + (" With a separate file Var_B cannot be told from the bias: Bias^2 holds both."
+           if args.experimental_data else ""),
+        "Assumes the randomised groups represent the use and the arms' noise is binomial."]) + "\n"

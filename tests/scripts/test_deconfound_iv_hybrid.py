@@ -75,3 +75,67 @@ def test_bad_instrument_input(tmp_path, capsys):
     assert "column 'promo'" in err and "unknown column" in err
     err = _bad(frame, tmp_path, capsys, args=IV_ARGS[:-4])            # no --instrument
     assert "an endogenous confounder needs an instrument" in err
+
+
+def experimental_frame(n_tests: int = 60, question_effect: float = 0.5, seed: int = 5):
+    """Randomised tests of two arms, a question and a statement of one story, no confounder:
+    clicks ~ Binomial(20000, sigmoid(-3 + question_effect * question))."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(n_tests):
+        w = ["cats", "taxes", "a storm", "the vote", "my garden", "this song"][t % 6]
+        for q in (0, 1):
+            n = 20000
+            clicks = rng.binomial(n, 1 / (1 + np.exp(3.0 - question_effect * q)))
+            rows.append({"headline": f"Why {w} matter{'?' if q else '.'}", "story": f"x{t}",
+                         "clicks": clicks, "impressions": n})
+    return pd.DataFrame(rows)
+
+
+def _hybrid(tmp_path, exp: pd.DataFrame) -> pd.Series:
+    synthetic_frame().to_csv(tmp_path / "log.csv", index=False)
+    exp.to_csv(tmp_path / "exp.csv", index=False)
+    out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+    rc = deconfound.main(["--data", str(tmp_path / "log.csv"), *ARGS, "--experimental-data",
+                          str(tmp_path / "exp.csv"), "--out", str(out)])
+    assert rc == 0
+    assert "## Hybrid weight" in (out / "report.md").read_text()
+    return pd.read_csv(out / "hybrid.csv").iloc[0]
+
+
+def test_hybrid_weight_against_an_experimental_file(tmp_path):
+    exp = experimental_frame()
+    h = _hybrid(tmp_path, exp)
+    # Var_U by hand: two arms per test, contrast variance (v1 + v2) / 4 of the binomial logits
+    s, n = exp.clicks.to_numpy(float), exp.impressions.to_numpy(float)
+    v = 1 / (s + .5) + 1 / (n - s + .5)
+    assert h.var_U == pytest.approx((v.reshape(-1, 2).sum(1) / 4).mean(), rel=1e-9)
+    assert h.var_B == 0.0                                   # one prediction: held in Bias^2
+    assert h.bias2 < 0.01 and h.w_experimental < 0.6        # the log's reward is right
+    # experiments where the question hurts: the observational reward is biased by ~0.5 per
+    # contrast pair (+-0.25 vs -+0.25: Bias^2 ~ 0.25), the weight goes to the experiment
+    h = _hybrid(tmp_path, experimental_frame(question_effect=-0.5))
+    assert h.bias2 == pytest.approx(0.25, abs=0.05) and h.w_experimental > 0.95
+
+
+def test_hybrid_weight_on_randomised_groups_of_the_log(tmp_path):
+    log = synthetic_frame().assign(randomised=0)
+    exp = experimental_frame(40).assign(date="2024-01-10", extra=0.0, randomised=1)
+    both = pd.concat([log, exp], ignore_index=True)
+    both.to_csv(tmp_path / "log.csv", index=False)
+    rc = deconfound.main(["--data", str(tmp_path / "log.csv"), *ARGS, "--randomised-groups",
+                          "randomised", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    h = pd.read_csv(tmp_path / "out" / "hybrid.csv").iloc[0]
+    assert h.n_arms == 80 and h.n_groups == 40
+    assert h.var_B > 0 and h.bias2 < 0.01 and h.w_experimental < 0.6
+
+
+def test_bad_experimental_input(tmp_path, capsys):
+    frame = synthetic_frame(200, seed=1)
+    exp = experimental_frame(10).drop(columns="story")
+    exp.to_csv(tmp_path / "exp.csv", index=False)
+    err = _bad(frame, tmp_path, capsys, "--experimental-data", str(tmp_path / "exp.csv"))
+    assert "exp.csv, column 'story'" in err and "no group column" in err
+    err = _bad(frame.assign(randomised=2), tmp_path, capsys, "--randomised-groups", "randomised")
+    assert "row 1, column 'randomised'" in err and "must be 0 or 1" in err
