@@ -29,6 +29,13 @@ text representation; it is saved with Orbax in DIR/rewards/NAME/ (checkpoints/, 
 with its scores of every distinct content in DIR/reward_scores.csv and the training curve
 in DIR/metrics.jsonl. Trainer fields (steps, lr, ...) are set with --set as well.
 
+--confounder P:endogenous --instrument Z (numeric columns): P is caused by the text too; it
+is fitted by control function (dlm.causal.iv), its IV estimate with a bootstrap interval
+(--iv-bootstrap N) and the first-stage F go to effects.csv and report.md (F < 10 warns).
+--experimental-data PATH (grouped randomised arms, same columns) or --randomised-groups COL
+(a 0/1 column of this log): the hybrid weight w* of the deconfounded reward against the
+arms, with Bias^2, Var_B and Var_U (dlm.causal.hybrid), in hybrid.csv and report.md.
+
 --finetune best-of-n|dpo|pg (needs --context; trains the deconfoundlm reward unless
 --train-reward names another) fine-tunes a headline writer against that reward with
 dlm.finetune: SFT on the log's (context, content) stories (one per --group, else per
