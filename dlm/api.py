@@ -15,6 +15,8 @@ The same steps `python -m scripts.deconfound` runs, as functions:
     (reward,) = api.train(result)          # deconfoundlm reward on the adjusted outcomes
     api.save_reward(reward, "r"); reward = api.load_reward("r")
     ft = api.finetune(result, reward, "dpo")   # SFT on the log, DPO; ft.summary, ft.save(d)
+    api.fit(log, endogenous="pop", instrument="z").iv   # P by control function (IV)
+    api.hybrid_weight(result, experiment_log)  # w*, Bias^2, Var_B, Var_U vs randomised arms
 
 `fit` is dlm.causal.crossfit.deconfound on a dlm.representations spec fitted on the log's
 texts, so any entry point that uses the same text spec and seed gets the same adjusted

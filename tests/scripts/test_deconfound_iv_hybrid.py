@@ -139,3 +139,20 @@ def test_bad_experimental_input(tmp_path, capsys):
     assert "exp.csv, column 'story'" in err and "no group column" in err
     err = _bad(frame.assign(randomised=2), tmp_path, capsys, "--randomised-groups", "randomised")
     assert "row 1, column 'randomised'" in err and "must be 0 or 1" in err
+
+
+def test_hybrid_weight_api_argument_errors():
+    from dlm import api
+
+    frame = synthetic_frame(300, seed=2)
+    log = api.from_frame(frame, content="headline", group="story", successes="clicks",
+                         trials="impressions", confounders={"date": "time"}, time_unit="week")
+    result = api.fit(log, text="none", folds=2)
+    exp = api.from_frame(experimental_frame(5), content="headline", group="story",
+                         successes="clicks", trials="impressions")
+    with pytest.raises(ValueError, match="a mask of randomised groups \\(one\\)"):
+        api.hybrid_weight(result)
+    with pytest.raises(ValueError, match="needs an observational reward: a text term"):
+        api.hybrid_weight(result, exp)
+    with pytest.raises(ValueError, match="give both endogenous and instrument"):
+        api.fit(log, text="none", endogenous="date")
