@@ -170,7 +170,7 @@ def heavier_for_larger(ch: pd.DataFrame, column: str = "l2_a_obs_val_loss") -> d
         g = g.assign(size=[SIZE.get(r, np.nan) for r in g.representation]).dropna(
             subset=["size"]).sort_values("size")
         l2 = g[column].to_numpy()
-        path = " -> ".join(f"{r} {v:g}" for r, v in zip(g.representation, l2))
+        path = " -> ".join(f"{r} {v:.2g}" for r, v in zip(g.representation, l2))
         if len(l2) < 2:
             verdict[method] = f"fewer than two sized representations ({path})"
         elif np.all(np.diff(l2) >= 0) and l2[-1] > l2[0]:
@@ -219,11 +219,11 @@ def summary_text(r: SweepResult, cfg: U.UpworthyConfig, wall_s: float, source: s
     cell = lambda a, lo, hi: f"{a:.3f} [{lo:.3f}, {hi:.3f}]"  # noqa: E731
     view = pd.DataFrame({
         "representation": ch.representation, "method": ch.method,
-        "(a) l2, obs. val. loss": ch.l2_a_obs_val_loss.map("{:g}".format),
+        "(a) l2, obs. val. loss": ch.l2_a_obs_val_loss.map("{:.2g}".format),
         "(a) eval AUC": [cell(x.auc_a, x.auc_a_lo, x.auc_a_hi) for x in ch.itertuples()],
-        "(b) l2, exp. val. pairs": ch.l2_b_exp_val_auc.map("{:g}".format),
+        "(b) l2, exp. val. pairs": ch.l2_b_exp_val_auc.map("{:.2g}".format),
         "(b) eval AUC": [cell(x.auc_b, x.auc_b_lo, x.auc_b_hi) for x in ch.itertuples()],
-        "hindsight best l2": ch.l2_best_eval.map("{:g}".format),
+        "hindsight best l2": ch.l2_best_eval.map("{:.2g}".format),
         "its AUC": ch.auc_best_eval.map("{:.3f}".format)})
     ev, grid = r.data["eval_pairs"], sorted(set(r.table.l2))
     lines = ["# Upworthy: reward-head regularisation vs representation size\n",
