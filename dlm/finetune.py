@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from dlm import cli, outputs
-from dlm.data.corpus import StoryCorpus
-from dlm.data.log import Confounder, ObservationalLog
+from dlm.data.corpus import StoryCorpus, log_stories
+from dlm.data.log import ObservationalLog
 
 KINDS: tuple[str, ...] = ("best-of-n", "dpo", "pg")
 RewardFn = Callable[[Sequence[str]], np.ndarray]
@@ -145,44 +145,12 @@ def sft_config(cfg: FinetuneConfig):
 
 
 # ---- stories --------------------------------------------------------------------------------
-def _period_name(log: ObservationalLog) -> str | None:
-    """The confounder that dates a story: the first time confounder, else a categorical."""
-    for kind in ("time", "categorical"):
-        for name, conf in log.confounders.items():
-            if conf.kind == kind:
-                return name
-    return None
-
-
-def story_corpus(log: ObservationalLog) -> tuple[StoryCorpus, str]:
-    """(stories, label) for SFT: one story per group of the log, or per distinct context
-    when it has no group; a story's candidates are its distinct contents."""
-    from dlm.data.corpus import stories_from_log
-
-    if log.context is None:
-        raise ValueError(f"{log.source}: fine-tuning needs a context column (the prompt each "
-                         "content was written for; --context COL)")
-    by = "group"
-    if log.group is None:
-        labels, codes = np.unique(np.asarray(log.context, dtype=object).astype(str),
-                                  return_inverse=True)
-        log = dataclasses.replace(log, group=codes.reshape(-1), group_labels=tuple(labels))
-        by = "context"
-    period = _period_name(log)
-    if period is None:                       # no dated confounder: one period for all
-        period = "_period"
-        log = dataclasses.replace(log, confounders={
-            **log.confounders, period: Confounder("categorical", np.zeros(len(log), np.int64),
-                                                  ("all",))})
-    return stories_from_log(log, time_confounder=period), f"{log.source} (stories by {by})"
-
-
 def check_log(log: ObservationalLog, cfg: FinetuneConfig) -> tuple[StoryCorpus, str]:
     """(stories, label) of a log that can be fine-tuned on; a clear error (ValueError)
     before any fitting when it has no context or too few stories to hold some out."""
     from dlm.policy.sft_corpus import split_corpus
 
-    corpus, label = story_corpus(log)
+    corpus, label = log_stories(log)
     split_corpus(corpus, sft_config(cfg), label)      # a ValueError when too few stories
     return corpus, label
 

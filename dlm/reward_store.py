@@ -77,7 +77,7 @@ def load_reward(directory: str | pathlib.Path):
     the loaded reward scores any text exactly as the one that was saved. A "phi" reward needs
     `import sims.featurise` first."""
     from dlm.rewards import TrainerConfig, TrainedReward
-    from dlm.rewards.trainer import FrozenBackbone
+    from dlm.rewards.backbones import FrozenBackbone
     from dlm.train.checkpoint import Checkpointer
 
     directory = pathlib.Path(directory)

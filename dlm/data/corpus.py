@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dlm.data.log import ObservationalLog
+from dlm.data.log import Confounder, ObservationalLog
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,3 +112,34 @@ def stories_from_log(log: ObservationalLog, time_confounder: str = "week") -> St
         weeks.append(int(np.argmax(counts)))  # argmax takes the earliest on ties
     return StoryCorpus(story_ids=tuple(ids), contexts=tuple(ctxs), headlines=tuple(heads),
                        weeks=np.array(weeks, np.int32), week_labels=tuple(period.levels))
+
+
+def period_confounder(log: ObservationalLog) -> str | None:
+    """The confounder that dates a story: the first time confounder, else a categorical."""
+    for kind in ("time", "categorical"):
+        for name, conf in log.confounders.items():
+            if conf.kind == kind:
+                return name
+    return None
+
+
+def log_stories(log: ObservationalLog) -> tuple[StoryCorpus, str]:
+    """(stories, label) of any log with a context column, for SFT: one story per group, or
+    per distinct context when it has no group; dated by period_confounder (one period for
+    all when none); a story's candidates are its distinct contents (stories_from_log)."""
+    if log.context is None:
+        raise ValueError(f"{log.source}: fine-tuning needs a context column (the prompt each "
+                         "content was written for; --context COL)")
+    by = "group"
+    if log.group is None:
+        labels, codes = np.unique(np.asarray(log.context, dtype=object).astype(str),
+                                  return_inverse=True)
+        log = dataclasses.replace(log, group=codes.reshape(-1), group_labels=tuple(labels))
+        by = "context"
+    period = period_confounder(log)
+    if period is None:                       # no dated confounder: one period for all
+        period = "_period"
+        log = dataclasses.replace(log, confounders={
+            **log.confounders, period: Confounder("categorical", np.zeros(len(log), np.int64),
+                                                  ("all",))})
+    return stories_from_log(log, time_confounder=period), f"{log.source} (stories by {by})"

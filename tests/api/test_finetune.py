@@ -10,6 +10,7 @@ import pytest
 
 from dlm import api
 from dlm import finetune as ft
+from dlm.data.corpus import log_stories
 from scripts import deconfound
 
 ARGS = ["--content", "headline", "--context", "lede", "--group", "story", "--successes",
@@ -170,7 +171,7 @@ def test_too_few_stories_fail_before_fitting(frame, tmp_path, capsys):
 def test_stories_by_context_without_groups(frame):
     log = api.from_frame(frame, content="headline", context="lede", successes="clicks",
                          trials="impressions", confounders={"log_audience": "numeric"})
-    corpus, label = ft.story_corpus(log)
+    corpus, label = log_stories(log)
     assert sorted(corpus.contexts) == sorted(set(frame.lede)) and "stories by context" in label
     for ctx, heads in zip(corpus.contexts, corpus.headlines):
         assert set(heads) == {h.strip() for h in frame.headline[frame.lede == ctx]}

@@ -127,5 +127,7 @@ def test_iv_table_script_tiny(tmp_path):
 def test_iv_table_bad_config_fails_and_writes_nothing(tmp_path):
     from scripts import iv_table
     out = tmp_path / "iv"
-    assert iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "seeds=0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:     # dlm.cli.UsageExit: a bad --set exits 2
+        iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "seeds=0"])
+    assert exit_info.value.code == 2
     assert not out.exists()

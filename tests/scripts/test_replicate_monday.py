@@ -10,7 +10,8 @@ import scipy.stats
 
 from dlm.data.log import Confounder, ObservationalLog
 from dlm.realdata import monday
-from scripts import replicate_monday as rm
+from scripts import replicate_monday as script
+from sims.experiments import replicate_monday as rm
 
 
 def _arms(base_logit, group, headlines=None, contexts=None) -> ObservationalLog:
@@ -245,18 +246,18 @@ def test_nonrandomised_window_left_out_by_default(tmp_path, capsys):
         "test_week": [201324, 201324, 201330, 201330, 201402, 201402]})
     path = tmp_path / "up.csv"
     frame.to_csv(path, index=False)
-    cfg, _ = rm.parse_args(["--out", str(tmp_path)])
+    cfg, _ = script.parse_args(["--out", str(tmp_path)])
     arms, _, note = rm.load_arms(cfg, path)
     assert sorted(arms.content) == ["A one", "A two", "C one", "C two"]
     assert note.startswith("left out 2 rows / 1 tests") and note in capsys.readouterr().out
-    cfg, _ = rm.parse_args(["--out", str(tmp_path), "--include-nonrandomised"])
+    cfg, _ = script.parse_args(["--out", str(tmp_path), "--include-nonrandomised"])
     assert cfg.include_nonrandomised
     arms, _, note = rm.load_arms(cfg, path, quiet=True)
     assert len(arms) == 6 and "included" in note
 
 
 def test_model_flag_sets_the_policy_model(tmp_path):
-    cfg, _ = rm.parse_args(["--preset", "tiny", "--model", "smollm2-135m", "--out", str(tmp_path)])
+    cfg, _ = script.parse_args(["--preset", "tiny", "--model", "smollm2-135m", "--out", str(tmp_path)])
     assert cfg.model == "smollm2-135m" and rm.sft_config(cfg, 0).model == "smollm2-135m"
     assert rm.sft_config(rm.PRESETS["tiny"], 3).model == "tiny"
 
