@@ -3,7 +3,7 @@
     python -m scripts.upworthy --data PATH [--eval-data PATH] --out DIR
                                [--preset tiny|quick|full] [--representations ngram,trunk]
                                [--model smollm2-135m] [--include-nonrandomised]
-                               [--set FIELD=VALUE ...]
+                               [--reg-sweep] [--set FIELD=VALUE ...]
 
 The tests of --data are split by story (tests sharing a lede or headline stay together)
 into train / validation / test. Six reward models are trained on each text
@@ -28,6 +28,11 @@ Writes results.csv (method, representation, auc, auc_lo, auc_hi, n_pairs), loss_
 contrasts.csv, summary.md, auc.png, week_effect.png (+ week_effect.csv: raw weekly mean
 CTR and the estimated centred week effects with 90% intervals), config.json, metrics.jsonl.
 The pipeline is dlm.experiments.upworthy (run) and dlm.experiments.upworthy_report.
+--reg-sweep instead sweeps the reward head's l2 strength (1e-4 .. 1e3) of naive and
+deconfoundlm on each frozen representation (the paper's figure 5b,
+dlm.experiments.regularisation): writes sweep.csv, choices.csv (best strength chosen on the
+observational validation loss vs on the validation tests' experimental pairs),
+reg_sweep.png, summary.md, config.json.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from dlm import cli  # noqa: E402
 from dlm.data.log import LogValidationError  # noqa: E402
+from dlm.experiments import regularisation as REG  # noqa: E402
 from dlm.experiments import upworthy as U  # noqa: E402
 from dlm.experiments import upworthy_report as R  # noqa: E402
 
@@ -64,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--representations", default=None,
                         help=f"comma list from {', '.join(U.REPRESENTATIONS)} or "
                              "dlm.representations specs (default: the preset's)")
+    parser.add_argument("--reg-sweep", action="store_true",
+                        help="sweep the l2 strength of naive and deconfoundlm per representation "
+                             "(regularisation vs model size) instead of the comparison")
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("--data PATH is required: this script compares reward models on the real "
@@ -80,15 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     try:                       # bad input: one clear line, no traceback, nothing written
         U.check_representations(cfg.representations, cfg)
         log, eval_log = U.load_inputs(args.data, args.eval_data)
-        result = U.run(cfg, log, eval_log, progress=sys.stderr.isatty())
+        if args.reg_sweep:
+            result = REG.run_sweep(cfg, log, eval_log)
+        else:
+            result = U.run(cfg, log, eval_log, progress=sys.stderr.isatty())
     except (LogValidationError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     wall = time.perf_counter() - t0
     source = f"the test split of {args.data}" if eval_log is None else str(args.eval_data)
+    run_info = {"preset": args.preset, "data": args.data, "eval_data": args.eval_data}
+    if args.reg_sweep:
+        text = REG.summary_text(result, cfg, wall, source)
+        REG.write_outputs(args.out, result, cfg, run_info, text)
+        print(text)
+        return 0
     text = R.summary_text(result.results, result.data, cfg, result.timings, wall, source,
                           result.history, result.contrasts)
-    R.write_outputs(args.out, result, cfg, {"preset": args.preset, "data": args.data,
-                                            "eval_data": args.eval_data}, text)
+    R.write_outputs(args.out, result, cfg, run_info, text)
     print(text)
     return 0
 

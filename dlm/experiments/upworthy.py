@@ -205,16 +205,16 @@ def check_representations(reps, cfg: UpworthyConfig | None = None) -> None:
                              "(see README, scripts.embed_texts, for the pip command)")
 
 
-def method_targets(cfg: UpworthyConfig, d: dict) -> dict:
-    """Every compared method's dlm.rewards Targets from one MethodContext (the adjustments
-    of partial_out and deconfoundlm are cross-fitted here, once for all representations)."""
+def method_targets(cfg: UpworthyConfig, d: dict, methods=METHODS) -> dict:
+    """Each of `methods`' dlm.rewards Targets from one MethodContext (the adjustments of
+    partial_out and deconfoundlm are cross-fitted here, once for all representations)."""
     from dlm.rewards import METHODS as REGISTRY
     from dlm.rewards import MethodContext
 
     ctx = MethodContext(d["obs"], seed=cfg.seed, val=d["obs_val"], experiment=d["fit_arms"],
                         experiment_val=d["arm_val"],
                         pairs=(d["train_pairs"].win, d["train_pairs"].lose))
-    return {m: REGISTRY[m].target_fn(ctx) for m in METHODS}
+    return {m: REGISTRY[m].target_fn(ctx) for m in methods}
 
 
 @dataclasses.dataclass(eq=False)
