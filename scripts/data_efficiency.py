@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_common_args(parser, PRESETS)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    cfg = cli.resolve_config(args, PRESETS)        # a bad --set exits 2 (dlm.cli.UsageExit)
     try:
-        cfg = cli.resolve_config(args, PRESETS)
         results = run_data_efficiency(cfg)
     except ValueError as err:
         print(f"data_efficiency: {err}", file=sys.stderr)
