@@ -166,6 +166,24 @@ def objective(tau_of_generations) -> float:
     return float(t.mean())
 
 
+def best_pick_objective(scores, tau, groups) -> float:
+    """Best-of-n selection's objective: in each group (a story's candidate headlines) the
+    text the reward scores highest is picked; the mean true tau of the picks. The policy
+    here is uniform over a fixed candidate set, so no generator is trained (a cheap stand-in
+    for the best-of-n objective of DESIGN.md section 4 where only the reward varies)."""
+    r, t = np.asarray(scores, np.float64).reshape(-1), np.asarray(tau, np.float64).reshape(-1)
+    g = np.asarray(groups).reshape(-1)
+    if not r.size == t.size == g.size or r.size == 0:
+        raise ValueError(f"scores, tau and groups need one equal, non-zero length; got "
+                         f"{r.size}, {t.size}, {g.size}")
+    if not np.isfinite(r).all():
+        raise ValueError(f"scores are not finite at row {int(np.flatnonzero(~np.isfinite(r))[0]) + 1}")
+    _, codes = np.unique(g, return_inverse=True)
+    order = np.lexsort((-r, codes))                 # by group, best score first
+    first = np.r_[True, codes[order][1:] != codes[order][:-1]]
+    return float(t[order[first]].mean())
+
+
 def normalised_objective(obj, obj_sft, obj_oracle, eps: float = 1e-9):
     """(obj - obj_sft) / (obj_oracle - obj_sft): 0 = SFT, 1 = oracle; nan if oracle ~ SFT."""
     obj, sft, ora = np.broadcast_arrays(*(np.asarray(v, np.float64)

@@ -133,3 +133,18 @@ def test_marker_rate_word_match():
     rate = cm.marker_rate(texts)
     assert rate == pytest.approx({"happy": 2 / 5, "monday": 1 / 5, "friday": 1 / 5, "any": 3 / 5})
     assert all(np.isnan(v) for v in cm.marker_rate([]).values())
+
+
+def test_best_pick_objective_hand_value_and_errors():
+    from dlm.eval.causal_metrics import best_pick_objective
+
+    # group a: reward picks row 1 (tau 0.5); group b: picks row 3 (tau -1.0, not the best)
+    scores = [0.1, 0.9, 0.3, 2.0, 1.0]
+    tau = [1.0, 0.5, 0.2, -1.0, 3.0]
+    groups = ["a", "a", "a", "b", "b"]
+    assert best_pick_objective(scores, tau, groups) == pytest.approx((0.5 - 1.0) / 2)
+    assert best_pick_objective(tau, tau, groups) == pytest.approx((1.0 + 3.0) / 2)
+    with pytest.raises(ValueError, match="equal"):
+        best_pick_objective([1.0], [1.0, 2.0], ["a", "a"])
+    with pytest.raises(ValueError, match="row 2"):
+        best_pick_objective([1.0, np.nan], [1.0, 2.0], ["a", "a"])
