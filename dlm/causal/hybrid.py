@@ -158,6 +158,54 @@ def estimate_weight(r_B, r_U, groups, var_U, *, fold=None, folds: int = 5,
                         n_groups=n_groups, n_rows=n)
 
 
+def model_weight(r_B, r_U, y, groups, fold) -> HybridWeight:
+    """w* between two reward MODELS, from held-out arms of an experiment.
+
+    r_B, r_U: [K, N] the observational and the experimental reward, each fitted K times
+    without one fold of groups (row i scored by the fit that never saw fold[i]); y: [N]
+    the arms' outcomes (empirical logits). On within-group contrasts, with the models'
+    errors e_B = B - s (Bias_B + noise) and e_U = U - s independent of each other and of
+    y's sampling noise (held out, so it is):
+
+        mean (U - B)^2          -> mse_B + Var_U        (no y in it)
+        mean (y - B) (U - B)    -> mse_B                (y's noise averages out)
+
+    so mse_B = Bias_B^2 + Var_B and Var_U (the experimental model is unbiased: its error
+    is its variance, at (K-1)/K of the data, slightly above the full fit's) come without a
+    model of y's noise, whose delta-method variance is poor at a few clicks per arm;
+    Var_B is the jackknife spread of the K fits. w* = mse_B / (mse_B + Var_U): the
+    regression of (y - B) on (U - B) through the origin, clipped to [0, 1].
+    """
+    y = _array("y", y)
+    n = len(y)
+    codes, n_groups = group_codes(groups, n)
+    r_B, r_U = _array("r_B", r_B, n, ndim=2), _array("r_U", r_U, n, ndim=2)
+    fold = np.asarray(fold)
+    if r_B.shape != r_U.shape or fold.shape != (n,) or fold.min() < 0 or fold.max() >= len(r_B):
+        raise ValueError(f"r_B {r_B.shape} and r_U {r_U.shape} must be [K, {n}] with fold "
+                         f"[{n}] ids in 0..K-1")
+    c_y = contrasts(y, codes, n_groups)
+    cB_all, cU_all = contrasts(r_B, codes, n_groups), contrasts(r_U, codes, n_groups)
+    c_B, c_U = cB_all[fold, np.arange(n)], cU_all[fold, np.arange(n)]
+    K = len(r_B)
+    v_B = (K - 1) / K * ((cB_all - cB_all.mean(0)) ** 2).sum(0)
+    gap, lift = (c_U - c_B) ** 2, (c_y - c_B) * (c_U - c_B)
+
+    def pieces(rows) -> tuple[float, float]:
+        total = float(gap[rows].mean())
+        mse_B = min(max(float(lift[rows].mean()), 0.0), total)
+        return mse_B, total - mse_B
+
+    def weight(mse_B: float, var_U: float) -> float:
+        return mse_B / (mse_B + var_U) if mse_B + var_U > 0 else 0.5
+
+    mse_B, var_U = pieces(np.ones(n, bool))
+    var_B = min(float(v_B.mean()), mse_B)
+    fold_w = np.array([weight(*pieces(fold == k)) for k in np.unique(fold)])
+    return HybridWeight(w=weight(mse_B, var_U), bias2=mse_B - var_B, var_B=var_B, var_U=var_U,
+                        mse_B=mse_B, fold_w=fold_w, n_groups=n_groups, n_rows=n)
+
+
 def combine(r_B, r_U, w: float) -> np.ndarray:
     """The hybrid reward w r_U + (1 - w) r_B."""
     if not 0.0 <= w <= 1.0:

@@ -53,6 +53,8 @@ def fit_scorer(method: str | RewardMethod, targets: Targets, backend, name: str 
     that use confounders (evaluated at its median level)."""
     m = get_method(method)
     name = name or (method if isinstance(method, str) else "custom")
+    if m.parts is not None:
+        return fit_hybrid(m, targets, backend, name, condition_on=condition_on)
     n = len(targets.content)
     val = np.zeros(n, bool) if targets.val is None else np.asarray(targets.val, bool)
     text = np.asarray(targets.content)
@@ -67,10 +69,69 @@ def fit_scorer(method: str | RewardMethod, targets: Targets, backend, name: str 
     weeks, n_levels, ref = (None, 0, 0)
     if m.uses_confounders:
         weeks, n_levels, ref = _condition(targets, condition_on)
-    return backend.regress(name, text, weeks, n_levels, ref, targets.target, targets.weight, val)
+    groups = None
+    if m.group_effects:
+        if targets.groups is None:
+            raise ValueError(f"method {name!r} ({targets.source}): group effects need Targets.groups")
+        groups = np.unique(np.asarray(targets.groups).astype(str), return_inverse=True)[1]
+    return backend.regress(name, text, weeks, n_levels, ref, targets.target, targets.weight, val,
+                           groups=groups)
 
 
 def fit_scorers(targets: Mapping[str, Targets], backend, condition_on: str = "week"
                 ) -> dict[str, Scorer]:
     """fit_scorer for every method name -> Targets (in order), on one backend."""
     return {m: fit_scorer(m, t, backend, condition_on=condition_on) for m, t in targets.items()}
+
+
+class HybridScorer:
+    """texts -> w r_U + (1 - w) r_B: the two parts' scorers fitted on all their rows, mixed
+    with the cross-fitted weight (`.weight`, a dlm.causal.hybrid.HybridWeight)."""
+
+    def __init__(self, observational: Scorer, experimental: Scorer, weight):
+        self.observational, self.experimental, self.weight = observational, experimental, weight
+
+    def __call__(self, texts) -> np.ndarray:
+        from dlm.causal.hybrid import combine
+
+        return combine(self.observational(texts), self.experimental(texts), self.weight.w)
+
+
+def fit_hybrid(method: RewardMethod, targets: Targets, backend, name: str = "hybrid", *,
+               folds: int = 5, seed: int = 0, condition_on: str = "week") -> HybridScorer:
+    """A hybrid method's reward (RewardMethod.parts: an observational and an experimental
+    method; targets.parts: their Targets).
+
+    Folds are formed over the experiment's groups. For each fold k both parts are refitted
+    without fold k's groups (the observational part also without its rows of those groups,
+    when both logs come from one archive: an arm it trained on would look unbiased) and
+    score fold k's arms; dlm.causal.hybrid.model_weight turns the held-out discrepancies
+    with the arms' outcomes into w*. Then both parts are fitted on all their rows."""
+    from dlm.causal.crossfit import fold_ids
+    from dlm.causal.hybrid import model_weight
+
+    obs_method, exp_method = method.parts
+    if targets.parts is None:
+        raise ValueError(f"method {name!r} ({targets.source}): a hybrid needs the Targets of "
+                         "both parts (its target_fn's)")
+    obs, exp = targets.parts["observational"], targets.parts["experimental"]
+    if exp.groups is None:
+        raise ValueError(f"method {name!r}: the experimental sample ({exp.source}) needs groups "
+                         "(the arms randomised together)")
+    n_groups = np.unique(exp.groups).size
+    if n_groups < folds:
+        raise ValueError(f"method {name!r}: the experimental sample ({exp.source}) has "
+                         f"{n_groups} groups with 2+ arms; cross-fitting needs at least {folds}")
+    fold = fold_ids(len(exp.content), folds, seed, exp.groups)
+    fold_of_group = dict(zip(exp.groups, fold))
+    obs_fold = (np.full(len(obs.content), -1) if obs.groups is None else
+                np.array([fold_of_group.get(g, -1) for g in obs.groups]))
+    fit = lambda m, t: fit_scorer(m, t, backend, condition_on=condition_on)  # noqa: E731
+    texts = list(np.asarray(exp.content))
+    shared = None if (obs_fold >= 0).any() else fit(obs_method, obs)   # nothing to hold out
+    r_B, r_U = [], []
+    for k in range(folds):
+        r_B.append((shared or fit(obs_method, obs.take(obs_fold != k)))(texts))
+        r_U.append(fit(exp_method, exp.take(fold != k))(texts))
+    weight = model_weight(np.stack(r_B), np.stack(r_U), exp.target, exp.groups, fold)
+    return HybridScorer(shared or fit(obs_method, obs), fit(exp_method, exp), weight)

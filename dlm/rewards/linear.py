@@ -35,6 +35,18 @@ def _week_onehot(weeks, n_weeks: int) -> scipy.sparse.csr_matrix:
                                    shape=(weeks.size, n_weeks))
 
 
+def within_group_demeaned(X, groups, weight) -> np.ndarray:
+    """Dense X [N, D] minus each row's group's weighted mean row (sparse X is densified:
+    a demeaned sparse matrix is dense)."""
+    codes = np.asarray(groups, np.int64)
+    w = np.asarray(weight, np.float64)
+    n_groups = int(codes.max()) + 1
+    avg = scipy.sparse.csr_matrix((w, (codes, np.arange(codes.size))), shape=(n_groups, codes.size))
+    avg = scipy.sparse.diags(1.0 / np.maximum(np.asarray(avg.sum(1)).ravel(), 1e-300)) @ avg
+    dense = X.toarray() if scipy.sparse.issparse(X) else np.asarray(X)
+    return (dense - np.asarray(avg @ dense)[codes]).astype(np.float32)
+
+
 class LinearBackend:
     """Ridge (regressions) and linear Bradley-Terry (pairs) on `featurise(texts) -> [N, D]`
     (dense or scipy.sparse). The l2 strength is chosen on the validation rows by the
@@ -66,10 +78,16 @@ class LinearBackend:
                     best, best_loss = l2, loss
         return fit_on(np.ones_like(val), best)
 
-    def regress(self, method, texts, weeks, n_weeks, ref_week, target, weight, val) -> Scorer:
+    def regress(self, method, texts, weeks, n_weeks, ref_week, target, weight, val,
+                groups=None) -> Scorer:
+        """groups: [N] codes of randomised groups, each with its own fixed effect: the
+        design is demeaned within group (weighted, Frisch-Waugh), so only within-group
+        differences identify the text's coefficients, unpenalised and unattenuated."""
         from dlm.data.ngrams import fit_linear
 
         X = self._design(texts, weeks, n_weeks)
+        if groups is not None:
+            X = within_group_demeaned(X, groups, weight)
         val = np.asarray(val, bool)
 
         def fit_on(rows, l2):

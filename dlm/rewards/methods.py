@@ -21,6 +21,8 @@ Two methods learn from a grouped randomised log instead (MethodContext.experimen
 row per (A/B test, text), e.g. dlm.realdata.pairs.headline_arms): "experimental" (loss
 "pairwise": Bradley-Terry on within-group pairs, winner by rate) and "experimental_ctr"
 (regression on the within-group centred logit rate). Their Targets carry the pairs.
+Two combine an observational method with "experimental_ctr" (RewardMethod.parts):
+"hybrid" (deconfoundlm) and "hybrid_naive" (naive); dlm.rewards.fit.fit_hybrid fits them.
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ class Targets:
     val: np.ndarray | None = None             # [N] bool validation rows (backends' selection)
     pairs: tuple[np.ndarray, np.ndarray] | None = None   # ([P] win, [P] lose) rows (pairwise)
     adjusted: Any = None                      # the crossfit.Adjusted behind the target, if any
+    groups: np.ndarray | None = None          # [N] randomised group (A/B test) of each row
+    parts: Mapping[str, "Targets"] | None = None  # a hybrid's {"observational", "experimental"}
 
     def __post_init__(self):
         n = len(self.content)
@@ -64,8 +68,8 @@ class Targets:
             if rows.size and (rows.min() < 0 or rows.max() >= n):
                 raise LogValidationError(f"pair rows must lie in [0, {n})", source=self.source,
                                          column="pairs")
-        for name in ("target", "weight"):
-            if len(getattr(self, name)) != n:
+        for name in ("target", "weight", "groups"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise LogValidationError(f"has {len(getattr(self, name))} rows, content has {n}",
                                          source=self.source, column=name)
         for name in ("target", "weight"):
@@ -73,6 +77,26 @@ class Targets:
             if bad.any():
                 raise LogValidationError("value is not finite", source=self.source,
                                          row=int(np.flatnonzero(bad)[0]) + 1, column=name)
+
+
+    def take(self, rows) -> "Targets":
+        """The Targets of `rows` (int indices or a [N] bool mask); pairs keep those with both
+        rows kept, renumbered. A hybrid's parts are not row-aligned with it: an error."""
+        if self.parts is not None:
+            raise ValueError(f"{self.source}: a hybrid's Targets are taken through its parts")
+        idx = np.arange(len(self.content))[np.asarray(rows)]
+        pick = lambda a: None if a is None else np.asarray(a)[idx]  # noqa: E731
+        pairs = None
+        if self.pairs is not None:
+            new = np.full(len(self.content), -1, np.int64)
+            new[idx] = np.arange(idx.size)
+            win, lose = (new[np.asarray(r, np.int64)] for r in self.pairs)
+            both = (win >= 0) & (lose >= 0)
+            pairs = (win[both], lose[both])
+        return dataclasses.replace(
+            self, content=pick(self.content), target=pick(self.target), weight=pick(self.weight),
+            confounders={k: c.take(idx) for k, c in self.confounders.items()},
+            val=pick(self.val), pairs=pairs, groups=pick(self.groups), adjusted=None)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -124,6 +148,10 @@ class RewardMethod:
     knob: tuple[float, ...] = ()
     loss: str = "regression"
     needs_experiment: bool = False
+    parts: tuple[str, str] | None = None     # a hybrid's (observational, experimental) methods
+    # one fixed effect per randomised group (Targets.groups) beside the text: a centred
+    # target regressed on uncentred text features alone is attenuated by ~(1 - 1/arms)
+    group_effects: bool = False
 
 
 # ---- targets -------------------------------------------------------------------------------
@@ -133,12 +161,21 @@ def _weights(log: ObservationalLog) -> np.ndarray:
     return np.ones(len(log))
 
 
+def group_ids(log: ObservationalLog) -> np.ndarray | None:
+    """[N] each row's group by its label (the A/B test id) where the log has labels, so two
+    logs cut from one archive (observational rows, experimental arms) name a test alike."""
+    if log.group is None:
+        return None
+    codes = np.asarray(log.group)
+    return codes if log.group_labels is None else np.asarray(log.group_labels, object)[codes]
+
+
 def log_targets(log: ObservationalLog, target: np.ndarray | None = None, **extra) -> Targets:
     """The log's texts with `target` (default its empirical logit) and binomial weights;
     `extra`: Targets' optional fields (val, pairs, adjusted)."""
     target = log.logit_outcome() if target is None else np.asarray(target, np.float64)
     return Targets(np.asarray(log.content), target, _weights(log), dict(log.confounders),
-                   source=log.source, **extra)
+                   source=log.source, groups=group_ids(log), **extra)
 
 
 def naive_targets(ctx: MethodContext) -> Targets:
@@ -208,7 +245,21 @@ def experimental_ctr_targets(ctx: MethodContext) -> Targets:
     val = None if ctx.experiment_val is None else np.asarray(ctx.experiment_val, bool)[rows]
     return Targets(np.asarray(arms.content)[rows], target, weight,
                    {k: c.take(rows) for k, c in arms.confounders.items()}, source=arms.source,
-                   val=val)
+                   val=val, groups=group_ids(arms)[rows])
+
+
+def hybrid_targets(observational: str, experimental: str = "experimental_ctr"):
+    """The target function of a hybrid method: both parts' Targets from one context (the
+    observational method's on ctx.log, the experimental regression's on ctx.experiment);
+    dlm.rewards.fit.fit_hybrid cross-fits them over the experiment's groups and mixes the
+    two rewards with w* (dlm.causal.hybrid)."""
+    def target_fn(ctx: MethodContext) -> Targets:
+        exp = METHODS[experimental].target_fn(ctx)
+        obs = METHODS[observational].target_fn(ctx)
+        return dataclasses.replace(exp, parts={"observational": obs, "experimental": exp},
+                                   source=f"hybrid of {observational} ({obs.source}) and "
+                                          f"{experimental} ({exp.source})")
+    return target_fn
 
 
 # ---- penalties -----------------------------------------------------------------------------
@@ -295,7 +346,13 @@ METHODS: dict[str, RewardMethod] = {
     "invariant": RewardMethod(naive_targets, invariant_penalty, knob=DEFAULT_KNOB),
     "deconfoundlm": RewardMethod(deconfoundlm_targets),
     "experimental": RewardMethod(experimental_targets, loss="pairwise", needs_experiment=True),
-    "experimental_ctr": RewardMethod(experimental_ctr_targets, needs_experiment=True),
+    "experimental_ctr": RewardMethod(experimental_ctr_targets, needs_experiment=True,
+                                     group_effects=True),
+    # observational reward + experimental regression, mixed with the cross-fitted w*
+    "hybrid": RewardMethod(hybrid_targets("deconfoundlm"), needs_experiment=True,
+                           parts=("deconfoundlm", "experimental_ctr")),
+    "hybrid_naive": RewardMethod(hybrid_targets("naive"), needs_experiment=True,
+                                 parts=("naive", "experimental_ctr")),
 }
 
 

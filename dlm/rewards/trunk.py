@@ -153,7 +153,11 @@ class TrunkBackend:
                   on_log=on_log, desc=f"{self.name} {method}", quiet=not self.progress)
         return predictor(best["params"])
 
-    def regress(self, method, texts, weeks, n_weeks, ref_week, target, weight, val) -> Scorer:
+    def regress(self, method, texts, weeks, n_weeks, ref_week, target, weight, val,
+                groups=None) -> Scorer:
+        # groups (fixed effects) are not modelled by the trunk: it fits the within-group
+        # centred target on the text alone, so its scale is attenuated by ~(1 - 1/arms)
+        # (rankings are not); LinearBackend demeans its design instead
         val = np.asarray(val, bool)
         tokens, lengths = self._encode(texts)
         conf = None if weeks is None else np.eye(n_weeks, dtype=np.float32)[np.asarray(weeks)]

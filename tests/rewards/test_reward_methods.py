@@ -160,8 +160,10 @@ def test_confounder_encoder_columns_bins_and_reference():
 
 def test_registry_and_clear_errors():
     assert list(METHODS) == ["oracle", "naive", "conditioned", "partial_out", "odin",
-                             "invariant", "deconfoundlm", "experimental", "experimental_ctr"]
+                             "invariant", "deconfoundlm", "experimental", "experimental_ctr",
+                             "hybrid", "hybrid_naive"]
     assert observational_methods() == list(METHODS)[:7]     # the simulation's comparison
+    assert METHODS["hybrid"].parts == ("deconfoundlm", "experimental_ctr")
     assert METHODS["odin"].knob and METHODS["invariant"].knob and METHODS["odin"].two_heads
     with pytest.raises(ValueError, match="registered: oracle"):
         M.get_method("nope")
