@@ -50,7 +50,9 @@ from sims.headlines import HeadlineWorld, HeadlineWorldConfig
 
 @dataclasses.dataclass(frozen=True)
 class IVTableConfig:
-    strengths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.85)  # F ~ 2 .. 100
+    # F ~ 2 .. 100 with popularity_text on (without it 0.05 .. 0.85 spanned that: P's text
+    # part loosens the first stage's week prior, set on P's sd, and its clustered F drops)
+    strengths: tuple[float, ...] = (0.1, 0.15, 0.3, 0.45, 0.6, 0.85, 1.2)
     n_postings: int = 2000
     n_stories: int = 60
     seeds: int = 3

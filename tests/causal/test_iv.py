@@ -203,3 +203,7 @@ def test_iv_table_bad_config_fails_and_writes_nothing(tmp_path):
         iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "seeds=0"])
     assert exit_info.value.code == 2
     assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:     # lambda needs one weight per base feature
+        iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "popularity_text=1,2"])
+    assert exit_info.value.code == 2
+    assert not out.exists()
