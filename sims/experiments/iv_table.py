@@ -100,7 +100,7 @@ def run_iv_table(cfg: IVTableConfig) -> pd.DataFrame:
         story = np.repeat(np.arange(len(world.candidates)), [len(c) for c in world.candidates])
         phi_E, total_E = phi(texts).astype(np.float64), world.true_total_effect(texts)
         oracle = best_pick_objective(total_E, total_E, story)
-        random = float(pd.Series(total_E).groupby(story).mean().mean())
+        random_pick = float(pd.Series(total_E).groupby(story).mean().mean())
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.seeds)
         samples = world.sample_many(keys, cfg.n_postings)
         for r in range(cfg.seeds):
@@ -120,9 +120,9 @@ def run_iv_table(cfg: IVTableConfig) -> pd.DataFrame:
                              "bias": e.effect - cfg.popularity_effect, "lo": e.lo, "hi": e.hi,
                              "interval": e.interval,
                              "covers": bool(e.lo <= cfg.popularity_effect <= e.hi),
-                             "causal_corr": causal_corr(lambda _, r=reward: r, texts, total_E),
+                             "causal_corr": causal_corr(lambda _, v=reward: v, texts, total_E),
                              "objective": best_pick_objective(reward, total_E, story),
-                             "objective_oracle": oracle, "objective_random": random})
+                             "objective_oracle": oracle, "objective_random": random_pick})
     return pd.DataFrame(rows)
 
 
