@@ -12,14 +12,23 @@ gives an observational log; `do()` on C, the headline and the marker gives the A
 Optional popularity (issue 15's instrumental-variable world; `popularity=True`, off by
 default so the world above and its numbers are unchanged): a popularity score
 
-    P = popularity_tau * tau + popularity_confounding * g(C) + promotion_strength * Z
-        + popularity_u * u / unit_noise_sd + e_P,     e_P ~ Normal(0, popularity_sd)
+    P = popularity_tau * tau + lambda . phi_base(X) + popularity_confounding * g(C)
+        + promotion_strength * Z + popularity_u * u / unit_noise_sd + e_P,
+    e_P ~ Normal(0, popularity_sd)
 
 rises with a better headline, with the confounders and with a randomised promotion slot
 Z ~ Bernoulli(promotion_rate), and adds popularity_effect * P to the logit. P shares the
 unobserved unit noise u with the outcome, so it is endogenous: adjusting for it as an
 exogenous confounder biases its effect; Z reaches the outcome only through P (the
 instrument). The log then carries P and Z as numeric columns "popularity" and "promotion".
+
+lambda = popularity_text (None by default: lambda = 0, and the draws are those without
+it) weighs BASE_FEATURES, as beta does (a tuple or a {feature: weight} dict): text that
+moves P other than through tau (e.g. emotive words shared more than they are clicked).
+Without it P's text part is proportional to tau, so every reward built from the text is
+too and rankings cannot tell P's path from the direct one. A headline's total effect on
+the logit, P's path included, is `true_total_effect`:
+(1 + popularity_effect * popularity_tau) * tau + popularity_effect * lambda . phi_base.
 """
 from __future__ import annotations
 
@@ -76,6 +85,7 @@ class HeadlineWorldConfig:
     popularity_confounding: float = 1.0  # P per unit of g(C)
     popularity_u: float = 1.0           # P per sd of the unit noise u (the endogeneity)
     popularity_sd: float = 1.0
+    popularity_text: Any = None         # lambda: P per unit of each BASE_FEATURE (as beta)
 
     def __post_init__(self):
         if not 0.0 <= self.p_marker <= 1.0:
@@ -90,18 +100,35 @@ class HeadlineWorldConfig:
         if not 0.0 < self.promotion_rate < 1.0 or self.popularity_sd <= 0:
             raise ValueError("need promotion_rate in (0, 1) and popularity_sd > 0")
         self.beta_vector()  # validates beta
+        if self.popularity_text is not None and not self.popularity:
+            raise ValueError("popularity_text weighs the text's path into P: it needs popularity=True")
+        self.popularity_text_vector()
 
     def beta_vector(self) -> np.ndarray:
         """beta over BASE_FEATURES as a float array."""
-        if isinstance(self.beta, Mapping):
-            unknown = set(self.beta) - set(BASE_FEATURES)
-            if unknown:
-                raise ValueError(f"beta has unknown features {sorted(unknown)}; known: {BASE_FEATURES}")
-            return np.array([float(self.beta.get(f, 0.0)) for f in BASE_FEATURES])
-        beta = np.asarray(self.beta, dtype=np.float64).reshape(-1)
-        if beta.shape != (len(BASE_FEATURES),):
-            raise ValueError(f"beta needs {len(BASE_FEATURES)} values {BASE_FEATURES}, got {beta.size}")
-        return beta
+        return _base_weights("beta", self.beta)
+
+    def popularity_text_vector(self) -> np.ndarray:
+        """lambda (P's direct text loading) over BASE_FEATURES; zeros when not set."""
+        if self.popularity_text is None:
+            return np.zeros(len(BASE_FEATURES))
+        return _base_weights("popularity_text", self.popularity_text)
+
+
+def _base_weights(name: str, weights) -> np.ndarray:
+    """A weight per BASE_FEATURES from a sequence in that order or a {feature: weight} dict
+    (missing features weigh 0)."""
+    if isinstance(weights, Mapping):
+        unknown = set(weights) - set(BASE_FEATURES)
+        if unknown:
+            raise ValueError(f"{name} has unknown features {sorted(unknown)}; known: {BASE_FEATURES}")
+        return np.array([float(weights.get(f, 0.0)) for f in BASE_FEATURES])
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(BASE_FEATURES),):
+        raise ValueError(f"{name} needs {len(BASE_FEATURES)} values {BASE_FEATURES}, got {w.size}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} has a non-finite weight: {w.tolist()}")
+    return w
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +186,7 @@ class HeadlineWorld:
         cols = [FEATURES.index(f) for f in cfg.entangled]
         self.score_SxK = self.phi_SxKxF[:, :, cols].sum(-1)
         self.beta_F = np.concatenate([cfg.beta_vector(), [cfg.marker_effect] * 2])
+        self.pop_text_F = np.concatenate([cfg.popularity_text_vector(), [0.0, 0.0]])  # lambda
         self.weeks_S = np.asarray(corpus.weeks, dtype=np.int64)
         self.n_periods = len(corpus.week_labels)
         if self.weeks_S.min() < 0 or self.weeks_S.max() >= self.n_periods:
@@ -227,21 +255,24 @@ class HeadlineWorld:
             u = numpyro.sample("u", dist.Normal(0.0, cfg.unit_noise_sd))
             logit = cfg.intercept + tau + g + u
             if cfg.popularity:   # new sites only here: the default world's draws are unchanged
-                logit = logit + cfg.popularity_effect * self._popularity(tau, g, u)
+                logit = logit + cfg.popularity_effect * self._popularity(tau, g, u, phi_NxF)
             # integer counts: numpyro's binomial sampler indexes tables by n
             impressions = numpyro.deterministic(
                 "impressions", jnp.round(jnp.exp(log_aud)).astype(jnp.int32))
             return numpyro.sample("clicks", dist.Binomial(
                 total_count=impressions, logits=logit))
 
-    def _popularity(self, tau, g, u):
+    def _popularity(self, tau, g, u, phi_NxF):
         """P (module docstring) and its instrument Z, as sites "popularity" and "promotion"."""
         cfg = self.cfg
         promo = numpyro.sample("promotion", dist.Bernoulli(cfg.promotion_rate))
         e = numpyro.sample("popularity_noise", dist.Normal(0.0, cfg.popularity_sd))
         u_std = u / cfg.unit_noise_sd if cfg.unit_noise_sd > 0 else 0.0 * u
+        text = cfg.popularity_tau * tau
+        if self.pop_text_F.any():   # deterministic: no new draws, the others stay as they were
+            text = text + phi_NxF @ jnp.asarray(self.pop_text_F, jnp.float32)
         return numpyro.deterministic("popularity", (
-            cfg.popularity_tau * tau + cfg.popularity_confounding * g
+            text + cfg.popularity_confounding * g
             + cfg.promotion_strength * promo + cfg.popularity_u * u_std + e))
 
     def _marker_probs(self, weekday):
@@ -306,15 +337,28 @@ class HeadlineWorld:
 
     # ---- truth ------------------------------------------------------------------------------
     def true_effect(self, texts) -> np.ndarray:
-        """tau for arbitrary strings: beta . phi(text) + marker_effect * marker."""
+        """tau for arbitrary strings: beta . phi(text) + marker_effect * marker (the direct
+        effect; in a popularity world see true_total_effect)."""
         return phi(texts).astype(np.float64) @ self.beta_F
+
+    def true_total_effect(self, texts) -> np.ndarray:
+        """The text's total effect on the logit: tau plus popularity_effect times its effect
+        on P (popularity_tau * tau + lambda . phi); tau itself without popularity."""
+        cfg = self.cfg
+        if not cfg.popularity:
+            return self.true_effect(texts)
+        p = phi(texts).astype(np.float64)
+        return ((1.0 + cfg.popularity_effect * cfg.popularity_tau) * (p @ self.beta_F)
+                + cfg.popularity_effect * (p @ self.pop_text_F))
 
     def truth(self) -> dict[str, Any]:
         """The true confounder structure, in the form an estimator reports it."""
         cfg, s = self.cfg, self.cfg.confounder_strength
         wd = np.asarray(cfg.weekday_effects, np.float64)
         weeks = np.arange(self.n_periods, dtype=np.float64)
-        extra = {"popularity_effect": cfg.popularity_effect} if cfg.popularity else {}
+        extra = {"popularity_effect": cfg.popularity_effect,
+                 "popularity_text": dict(zip(BASE_FEATURES, cfg.popularity_text_vector().tolist()))
+                 } if cfg.popularity else {}
         return extra | {
             "weekday_levels": WEEKDAYS,
             "weekday_effects": s * (wd - wd.mean()),

@@ -5,7 +5,8 @@ and unobserved unit shocks that also move the outcome. Three estimators of P's e
 all with the existing estimator (dlm.causal.fit: text term + structured confounders):
 
   ignored           P left out: its effect is implicitly 0 (the text and C terms absorb
-                    what they can of it);
+                    what they can of it: the text's coefficients are then its total
+                    effect, P's path included);
   exogenous         P as one more numeric confounder: biased, P carries the shared shocks;
   control_function  first stage P ~ Z + C + text (a real outcome fit), its residual v added
                     to the outcome model beside P. v soaks up the shocks P shares with the
@@ -23,6 +24,10 @@ with bootstrap=0 the second stage's own interval, which treats the first stage a
 (too narrow). Pass groups when rows share a unit (a story's postings share its text and
 any misfit of it): on the popularity world a row bootstrap gave intervals ~1.5x too narrow.
 The first-stage F is the squared robust Wald t of Z (one instrument); F < 10 warns.
+
+Each estimate also carries its outcome model's text coefficients (text_coef), and the
+control function the first stage's (P per text unit), so a caller can build the text's
+total effect: text_coef + effect * first_stage_text_coef.
 """
 from __future__ import annotations
 
@@ -54,6 +59,10 @@ class EndogenousEffect:
     hi: float
     interval: str             # "none" | "sandwich" | "bootstrap" | "second stage only"
     first_stage_F: float      # nan for estimators without a first stage
+    # [F] per text unit: the outcome model's text coefficients (P held fixed, except for
+    # "ignored"), and the first stage's (control function only; None elsewhere)
+    text_coef: np.ndarray | None = dataclasses.field(default=None, compare=False)
+    first_stage_text_coef: np.ndarray | None = dataclasses.field(default=None, compare=False)
 
 
 def _split(confounders: Mapping[str, Confounder], endogenous: str, instrument: str):
@@ -87,22 +96,27 @@ def _slope(f: Fit, name: str) -> tuple[float, float, float, float]:
 
 
 def first_stage(P, Z, confounders: Mapping[str, Confounder], text_NxF, cfg: EstimatorConfig,
-                *, instrument: str = "instrument", groups=None) -> tuple[np.ndarray, float]:
-    """P ~ Z + C + text (dlm.causal.fit, real outcome) -> (residual v [N], F of Z)."""
+                *, instrument: str = "instrument", groups=None
+                ) -> tuple[np.ndarray, float, np.ndarray]:
+    """P ~ Z + C + text (dlm.causal.fit, real outcome) -> (residual v [N], F of Z, P's text
+    coefficients [F])."""
     conf = dict(confounders) | {instrument: Confounder("numeric", np.asarray(Z, np.float64))}
     f = fit(text_NxF=text_NxF, confounders=conf, cfg=cfg, outcome=P, groups=groups,
             source="<first stage>")
     mean, sd, _, _ = _slope(f, instrument)
     resid = np.asarray(P, np.float64) - f.predict(text_NxF, conf)
-    return resid, (mean / sd) ** 2 if sd > 0 else float("inf")
+    return resid, (mean / sd) ** 2 if sd > 0 else float("inf"), f.text_coef
 
 
 def _control_function(successes, trials, text_NxF, rest, P, Z, endogenous, instrument, cfg,
-                      groups) -> tuple[float, float, float, float, float]:
-    v, F = first_stage(P, Z, rest, text_NxF, cfg, instrument=instrument, groups=groups)
+                      groups):
+    """(mean, sd, lo, hi) of P's slope, F, the second stage's and the first stage's text
+    coefficients."""
+    v, F, first_text = first_stage(P, Z, rest, text_NxF, cfg, instrument=instrument,
+                                   groups=groups)
     conf = dict(rest) | {endogenous: Confounder("numeric", P), RESIDUAL: Confounder("numeric", v)}
     f = fit(successes, trials, text_NxF, conf, cfg, groups=groups, source="<control function>")
-    return (*_slope(f, endogenous), F)
+    return (*_slope(f, endogenous), F, f.text_coef, first_text)
 
 
 def estimate_endogenous(successes, trials, text_NxF, confounders: Mapping[str, Confounder], *,
@@ -114,14 +128,16 @@ def estimate_endogenous(successes, trials, text_NxF, confounders: Mapping[str, C
     column and `instrument` Z's (both numeric; Z is left out of every outcome model: it
     acts only through P). Warns (WeakInstrumentWarning) when the first-stage F < 10."""
     rest, P, Z = _split(confounders, endogenous, instrument)
-    out = {"ignored": EndogenousEffect("ignored", 0.0, float("nan"), float("nan"), "none",
-                                       float("nan"))}
+    nan = float("nan")
+    f = fit(successes, trials, text_NxF, rest, cfg, groups=groups, source="<ignored>")
+    out = {"ignored": EndogenousEffect("ignored", 0.0, nan, nan, "none", nan, f.text_coef)}
     f = fit(successes, trials, text_NxF, dict(rest) | {endogenous: confounders[endogenous]}, cfg,
             groups=groups, source="<exogenous>")
     mean, _, lo, hi = _slope(f, endogenous)
-    out["exogenous"] = EndogenousEffect("exogenous", mean, lo, hi, cfg.covariance, float("nan"))
-    mean, _, lo, hi, F = _control_function(successes, trials, text_NxF, rest, P, Z, endogenous,
-                                           instrument, cfg, groups)
+    out["exogenous"] = EndogenousEffect("exogenous", mean, lo, hi, cfg.covariance, nan,
+                                        f.text_coef)
+    mean, _, lo, hi, F, text_coef, first_text = _control_function(
+        successes, trials, text_NxF, rest, P, Z, endogenous, instrument, cfg, groups)
     if F < WEAK_F:
         warnings.warn(f"weak instrument {instrument!r}: first-stage F = {F:.1f} < {WEAK_F:g}; "
                       f"the IV estimate of {endogenous!r}'s effect is biased towards the "
@@ -131,7 +147,8 @@ def estimate_endogenous(successes, trials, text_NxF, confounders: Mapping[str, C
     if bootstrap > 0:
         lo, hi, kind = *_bootstrap(successes, trials, text_NxF, rest, P, Z, endogenous,
                                    instrument, cfg, groups, bootstrap, seed), "bootstrap"
-    out["control_function"] = EndogenousEffect("control_function", mean, lo, hi, kind, F)
+    out["control_function"] = EndogenousEffect("control_function", mean, lo, hi, kind, F,
+                                               text_coef, first_text)
     return out
 
 
@@ -183,7 +200,7 @@ def control_function_log(log, text_NxF, *, endogenous: str, instrument: str,
                                   endogenous=endogenous, instrument=instrument, cfg=cfg,
                                   groups=log.group, bootstrap=bootstrap, seed=seed)
     rest, P, Z = _split(log.confounders, endogenous, instrument)
-    v, _ = first_stage(P, Z, rest, text_NxF, cfg, instrument=instrument, groups=log.group)
+    v, _, _ = first_stage(P, Z, rest, text_NxF, cfg, instrument=instrument, groups=log.group)
     conf = {k: c for k, c in log.confounders.items() if k != instrument}
     conf[RESIDUAL] = Confounder("numeric", v)
     return dataclasses.replace(log, confounders=conf), effects

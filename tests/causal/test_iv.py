@@ -1,4 +1,5 @@
 """The popularity (IV) world option of sims.headlines and dlm.causal.iv's estimators."""
+import dataclasses
 import warnings
 
 import jax
@@ -31,8 +32,9 @@ def s(world):
     return world.sample(jax.random.PRNGKey(0), N)
 
 
-def _estimate(s, **kw):
-    return iv.estimate_endogenous(s.log.successes, s.log.trials, s.phi, s.log.confounders,
+def _estimate(s, confounders=None, **kw):
+    return iv.estimate_endogenous(s.log.successes, s.log.trials, s.phi,
+                                  confounders or s.log.confounders,
                                   endogenous="popularity", instrument="promotion", **kw)
 
 
@@ -60,10 +62,75 @@ def test_popularity_option_leaves_the_default_draws_alone(corpus, s):
     assert "popularity" not in base.log.confounders and base.popularity is None
 
 
-def _estimate(s, confounders=None, **kw):
-    return iv.estimate_endogenous(s.log.successes, s.log.trials, s.phi,
-                                  confounders or s.log.confounders,
-                                  endogenous="popularity", instrument="promotion", **kw)
+LAM = {"emotive": 2.0}    # P's text path besides tau (the iv_table presets' lambda)
+CFG_TEXT = dataclasses.replace(CFG, popularity_text=LAM)
+
+
+@pytest.fixture(scope="module")
+def world_text(corpus):
+    return HeadlineWorld(corpus, CFG_TEXT)
+
+
+@pytest.fixture(scope="module")
+def s_text(world_text):
+    return world_text.sample(jax.random.PRNGKey(0), N)
+
+
+def test_popularity_text_shifts_P_by_lambda_phi_and_nothing_else(s, s_text):
+    """Same key: every draw is the same, and P moves by exactly 2 per emotive word."""
+    for name in ("story", "headline", "marker", "tau", "g", "u", "promotion"):
+        np.testing.assert_array_equal(getattr(s_text, name), getattr(s, name))
+    emotive = s.phi[:, 4]
+    assert set(np.unique(emotive)) >= {0.0, 1.0}
+    np.testing.assert_allclose(s_text.popularity - s.popularity, 2.0 * emotive, atol=1e-5)
+
+
+def test_true_total_effect_by_hand(world, world_text, corpus):
+    # "An amazing story": length (3 - 10) / 5 = -1.4, one emotive word, nothing else
+    tau = -0.05 * -1.4 + 0.15
+    text = ["An amazing story"]
+    assert world_text.true_effect(text)[0] == pytest.approx(tau)
+    # tau directly, beta_P * (tau + 2 * emotive) through P
+    assert world_text.true_total_effect(text)[0] == pytest.approx(tau + 0.2 * (tau + 2.0))
+    assert world.true_total_effect(text)[0] == pytest.approx(1.2 * tau)   # lambda = 0
+    default = HeadlineWorld(corpus)
+    assert default.true_total_effect(text)[0] == pytest.approx(tau)      # no P at all
+    assert world_text.truth()["popularity_text"]["emotive"] == 2.0
+
+
+def test_popularity_text_checks():
+    with pytest.raises(ValueError, match="needs popularity=True"):
+        HeadlineWorldConfig(popularity_text=LAM)
+    with pytest.raises(ValueError, match="popularity_text has unknown features"):
+        HeadlineWorldConfig(popularity=True, popularity_text={"emotional": 1.0})
+    with pytest.raises(ValueError, match="popularity_text needs 6 values"):
+        HeadlineWorldConfig(popularity=True, popularity_text=(1.0, 2.0))
+
+
+def test_iv_reward_carries_P_path_and_the_exogenous_one_does_not(world_text, s_text):
+    """Strong instrument, P loading on emotive: the control function's implied reward
+    (direct + beta_P * first stage) ranks candidates by the total effect better than the
+    exogenous one (which subtracts P's path) and than the true direct effect tau itself."""
+    from dlm.eval.causal_metrics import causal_corr
+    from sims.experiments.iv_table import implied_text_effect
+    from sims.featurise import phi
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", iv.WeakInstrumentWarning)
+        out = _estimate(s_text, bootstrap=0)
+    assert out["control_function"].first_stage_F > 100
+    texts = [t for c in world_text.candidates for t in c]
+    total = world_text.true_total_effect(texts)
+    phi_E = phi(texts).astype(np.float64)
+    corr = {k: causal_corr(lambda _, e=e: phi_E @ implied_text_effect(e), texts, total)
+            for k, e in out.items()}
+    direct = causal_corr(world_text.true_effect, texts, total)
+    assert corr["control_function"] > 0.95 and corr["ignored"] > 0.95, corr
+    assert corr["control_function"] > direct + 0.1, (corr, direct)
+    assert corr["exogenous"] < direct - 0.2, (corr, direct)
+    # P's text coefficient on emotive is lambda + popularity_tau * beta_emotive = 2.15
+    first = out["control_function"].first_stage_text_coef
+    assert first[4] == pytest.approx(2.15, abs=0.15)
 
 
 def test_iv_recovers_the_effect_and_the_exogenous_adjustment_does_not(world, s):
@@ -121,7 +188,12 @@ def test_iv_table_script_tiny(tmp_path):
     assert sorted(frame["estimator"]) == sorted(iv.ESTIMATORS)
     np.testing.assert_allclose(frame["bias"], frame["effect"] - 0.2)
     assert frame.set_index("estimator").loc["ignored", "bias"] == pytest.approx(-0.2)
-    assert "first-stage F" in (out / "summary.md").read_text()
+    assert frame["causal_corr"].between(-1, 1).all()
+    assert (frame["objective"] <= frame["objective_oracle"] + 1e-12).all()
+    assert (frame["objective_random"] < frame["objective_oracle"]).all()
+    text = (out / "summary.md").read_text()
+    assert "first-stage F" in text and "| causal_corr | objective |" in text
+    assert "oracle (picks by the total effect)" in text
 
 
 def test_iv_table_bad_config_fails_and_writes_nothing(tmp_path):
@@ -129,5 +201,9 @@ def test_iv_table_bad_config_fails_and_writes_nothing(tmp_path):
     out = tmp_path / "iv"
     with pytest.raises(SystemExit) as exit_info:     # dlm.cli.UsageExit: a bad --set exits 2
         iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "seeds=0"])
+    assert exit_info.value.code == 2
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:     # lambda needs one weight per base feature
+        iv_table.main(["--preset", "tiny", "--out", str(out), "--set", "popularity_text=1,2"])
     assert exit_info.value.code == 2
     assert not out.exists()
