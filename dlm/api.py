@@ -16,7 +16,7 @@ The same steps `python -m scripts.deconfound` runs, as functions:
     api.save_reward(reward, "r"); reward = api.load_reward("r")
     ft = api.finetune(result, reward, "dpo")   # SFT on the log, DPO; ft.summary, ft.save(d)
     api.fit(log, endogenous="pop", instrument="z").iv   # P by control function (IV)
-    api.hybrid_weight(result, experiment_log)  # w*, Bias^2, Var_B, Var_U vs randomised arms
+    api.hybrid_reward(result, experiment_log)  # deconfounded + experimental reward, w* cross-fitted
 
 `fit` is dlm.causal.crossfit.deconfound on a dlm.representations spec fitted on the log's
 texts, so any entry point that uses the same text spec and seed gets the same adjusted
@@ -182,33 +182,46 @@ def fit(log: ObservationalLog, text: str = DEFAULT_TEXT_SPEC, cfg: EstimatorConf
                   endogenous, iv)
 
 
-def hybrid_weight(result: Result, experiment: ObservationalLog | None = None,
-                  randomised=None):
-    """dlm.causal.hybrid's w* for the deconfounded observational reward (the estimator's
-    text term) against randomised arms: either `experiment`, a separate grouped binomial
-    log (scored by the full-data fit; its Var_B is then folded into Bias^2), or
-    `randomised`, a [N] 0/1 mask of this log's randomised groups (the reward cross-fitted
-    over them, so Var_B is estimated). -> HybridWeight."""
-    from dlm.causal import hybrid
+HYBRID_L2 = (1e-3,)   # ridge strength of both parts (per unit of mean loss): no validation split here
 
+
+def hybrid_reward(result: Result, experiment: ObservationalLog | None = None,
+                  randomised=None, method: str = "hybrid", representation: str | None = None):
+    """The registry's hybrid reward (dlm.rewards METHODS "hybrid": this result's deconfounded
+    outcomes, or "hybrid_naive": the raw ones, + experimental_ctr on randomised arms; both
+    ridge on `representation`, default the estimator's text spec, fitted on the log's and
+    the arms' texts), its weight w* cross-fitted over the arms' groups. The arms: either
+    `experiment`, a separate grouped binomial log, or `randomised`, a [N] 0/1 mask of this
+    log's randomised groups (the observational part then leaves out each fold's groups'
+    rows while it is scored on them). -> dlm.rewards.fit.HybridScorer: texts -> rewards,
+    `.weight` (w, Bias^2, Var_B, Var_U), `.observational`, `.experimental`."""
+    from dlm.causal.hybrid import experimental_arms
+    from dlm.rewards import METHODS, MethodContext, fit_scorer, get_method, log_targets
+    from dlm.rewards.linear import LinearBackend
+    from dlm.rewards.methods import hybrid_parts
+
+    m = get_method(method)
+    if m.parts is None:
+        raise ValueError(f"{method!r} is not a hybrid method (hybrid, hybrid_naive)")
     if (experiment is None) == (randomised is None):
         raise ValueError("give an experimental log or a mask of randomised groups (one)")
-    if result.text_NxF is None:
-        raise ValueError("the hybrid needs an observational reward: a text term (not 'none')")
-    log, cfg = result.log, result.cfg
-    if experiment is not None:
-        hybrid.experimental_arms(experiment)              # groups and counts, before scoring
-        rep = fit_representation(result.text_spec, log.content)
-        r_B = np.asarray(rep.transform(experiment.content), np.float64) @ result.adjusted.fit.text_coef
-        return hybrid.weight_from_log(experiment, r_B, folds=cfg.folds, seed=cfg.seed)
-    mask = np.asarray(randomised, bool)
-    if mask.shape != (len(log),) or not mask.any():
-        raise ValueError("the randomised-group mask marks no row of the log")
-    hybrid.experimental_arms(log.take(mask))              # groups and counts, before fitting
-    r_B, fold = hybrid.crossfit_text_term(log.successes, log.trials, result.text_NxF,
-                                          log.confounders, mask, log.group, cfg=cfg,
-                                          outcome=log.outcome)
-    return hybrid.weight_from_log(log.take(mask), r_B, fold=fold)
+    log = result.log
+    if randomised is not None:
+        mask = np.asarray(randomised, bool)
+        if mask.shape != (len(log),) or not mask.any():
+            raise ValueError("the randomised-group mask marks no row of the log")
+        experiment = log.take(mask)
+    experimental_arms(experiment)                        # groups and counts, before fitting
+    spec = representation or result.text_spec
+    if spec == "none":
+        raise ValueError("the hybrid needs a text representation: the estimator's text term "
+                         "is 'none'; pass representation= (e.g. 'ngram:256')")
+    obs = (log_targets(log, result.adjusted.logit_adjusted) if m.parts[0] == "deconfoundlm"
+           else METHODS[m.parts[0]].target_fn(MethodContext(log, seed=result.cfg.seed)))
+    exp = METHODS[m.parts[1]].target_fn(MethodContext(log, experiment=experiment))
+    texts = np.concatenate([np.asarray(log.content), np.asarray(experiment.content)])
+    rep = fit_representation(spec, texts, seed=result.cfg.seed)
+    return fit_scorer(method, hybrid_parts(obs, exp), LinearBackend(rep, HYBRID_L2))
 
 
 # ---- outputs --------------------------------------------------------------------------------
@@ -266,7 +279,14 @@ def check_reward_method(method: str) -> None:
     """A clear error, before fitting, for a method this log cannot train."""
     from dlm.rewards import get_method
 
-    get_method(method)                                   # unknown names list the known ones
+    m = get_method(method)                               # unknown names list the known ones
+    if m.parts is not None:
+        raise ValueError(f"reward method {method!r} mixes an observational and an experimental "
+                         "reward: it needs randomised arms (scripts.deconfound "
+                         "--experimental-data / --randomised-groups; api.hybrid_reward)")
+    if m.needs_experiment:
+        raise ValueError(f"reward method {method!r} learns from randomised arms, not from an "
+                         "observational log (see api.hybrid_reward, scripts.upworthy)")
     if method == "oracle":
         raise ValueError("reward method 'oracle' needs interventional data from a simulator; "
                          "an observational log has none (use deconfoundlm, naive, ...)")

@@ -33,8 +33,11 @@ in DIR/metrics.jsonl. Trainer fields (steps, lr, ...) are set with --set as well
 is fitted by control function (dlm.causal.iv), its IV estimate with a bootstrap interval
 (--iv-bootstrap N) and the first-stage F go to effects.csv and report.md (F < 10 warns).
 --experimental-data PATH (grouped randomised arms, same columns) or --randomised-groups COL
-(a 0/1 column of this log): the hybrid weight w* of the deconfounded reward against the
-arms, with Bias^2, Var_B and Var_U (dlm.causal.hybrid), in hybrid.csv and report.md.
+(a 0/1 column of this log): the hybrid reward (dlm.rewards METHODS "hybrid": ridge on the
+adjusted outcomes + ridge on the arms' within-test outcomes, the --text-features
+representation, mixed with the weight w* cross-fitted over the arms' groups; api.hybrid_reward):
+w*, Bias^2, Var_B and Var_U in hybrid.csv and report.md, its scores of every distinct
+content (and those of its two parts) in hybrid_scores.csv.
 
 --finetune best-of-n|dpo|pg (needs --context; trains the deconfoundlm reward unless
 --train-reward names another) fine-tunes a headline writer against that reward with
@@ -65,7 +68,8 @@ from dlm.causal.iv import WeakInstrumentWarning
 from dlm.data.log import CONFOUNDER_KINDS, LogValidationError
 from dlm.data.tables import TIME_UNITS
 from dlm.experiments.deconfound_report import (build_figures, build_report, confounder_series,
-                                                finetune_section, hybrid_section, hybrid_table,
+                                                finetune_section, hybrid_scores, hybrid_section,
+                                                hybrid_table,
                                                 iv_section, reward_section)
 from dlm.representations import DEFAULT_TEXT_SPEC
 import sims.featurise  # noqa: F401  (registers the "phi" text representation)
@@ -164,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "spec (default: ngram-svd:64; also ngram:D, phi, llm:NAME)")
     parser.add_argument("--experimental-data", type=pathlib.Path, metavar="PATH",
                         help="a grouped log of randomised arms (same columns: content, group, "
-                             "successes, trials): report the hybrid weight w* of the "
-                             "deconfounded reward against it")
+                             "successes, trials): fit the hybrid reward (deconfounded + "
+                             "experimental, weight w*) with it")
     parser.add_argument("--randomised-groups", metavar="COL",
                         help="a 0/1 column marking this log's randomised groups: the hybrid "
-                             "weight against them (the reward cross-fitted over them)")
+                             "reward with them as its experimental arms")
     add_finetune_args(parser)
     return parser
 
@@ -281,7 +285,7 @@ def run(args, cfg: EstimatorConfig, dcfg: DiagnosticsConfig, tcfg=None, ft_cfg=N
     diag = api.diagnose(result, dcfg)
     hybrid = None
     if experiment is not None or randomised is not None:
-        hybrid = api.hybrid_weight(result, experiment, randomised)
+        hybrid = api.hybrid_reward(result, experiment, randomised)
     series = {name: confounder_series(result, name) for name in result.log.confounders}
     rewards, history = [], []
     if args.train_reward:
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.iv:
         text += "\n" + iv_section(result, args.instrument, out["weak"])
     if out["hybrid"] is not None:
-        text += "\n" + hybrid_section(out["hybrid"], args)
+        text += "\n" + hybrid_section(out["hybrid"].weight, args)
     figs = build_figures(result, diag, out["series"], dcfg)
     scores = api.score_contents(result, out["rewards"]) if out["rewards"] else None
     if scores is not None:
@@ -339,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs.write_csv(d / "phrases.csv", diag.phrases)
     outputs.write_csv(d / "overlap.csv", diag.overlap)
     if out["hybrid"] is not None:
-        outputs.write_csv(d / "hybrid.csv", hybrid_table(out["hybrid"]))
+        outputs.write_csv(d / "hybrid.csv", hybrid_table(out["hybrid"].weight))
+        outputs.write_csv(d / "hybrid_scores.csv", hybrid_scores(result, out["hybrid"]))
     if len(diag.srm):
         outputs.write_csv(d / "srm.csv", diag.srm)
     for name, fig in figs.items():

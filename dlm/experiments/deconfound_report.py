@@ -303,19 +303,31 @@ def hybrid_table(h):
                           "fold_w": " ".join(f"{w:.3f}" for w in h.fold_w)}])
 
 
+def hybrid_scores(result, scorer):
+    """hybrid_scores.csv: every distinct content of the log, its hybrid reward and the
+    rewards of the two parts (w* mixes them)."""
+    import numpy as np
+    import pandas as pd
+
+    texts = list(dict.fromkeys(np.asarray(result.log.content).astype(str)))
+    return pd.DataFrame({"content": texts, "hybrid": scorer(texts),
+                         "observational": scorer.observational(texts),
+                         "experimental": scorer.experimental(texts)})
+
+
 def hybrid_section(h, args) -> str:
     src = (f"the experimental file {args.experimental_data}" if args.experimental_data
-           else f"this log's randomised groups ({args.randomised_groups} = 1; the reward "
-                "cross-fitted over them)")
+           else f"this log's randomised groups ({args.randomised_groups} = 1)")
     return "\n".join([
-        "## Hybrid weight", "",
-        f"Deconfounded observational reward (the estimator's text term) against {src}: "
-        f"{h.n_rows:,} arms in {h.n_groups:,} randomised groups, within-group contrasts.", "",
-        "| w* (experimental side) | Bias_B^2 | Var_B | Var_U |", "|---|---|---|---|",
+        "## Hybrid reward", "",
+        f"Deconfounded observational reward (ridge on the adjusted outcomes) and experimental "
+        f"reward (ridge on the within-group outcomes of {src}: {h.n_rows:,} arms in "
+        f"{h.n_groups:,} randomised groups), both on the --text-features representation; "
+        "each refitted without one fold of groups and scored on it (within-group contrasts).",
+        "", "| w* (experimental side) | Bias_B^2 | Var_B | Var_U |", "|---|---|---|---|",
         f"| {h.w:.3f} | {h.bias2:.5f} | {h.var_B:.5f} | {h.var_U:.5f} |", "",
         "w* = (Bias^2 + Var_B) / (Bias^2 + Var_B + Var_U); the hybrid reward is "
-        "w* r_U + (1 - w*) r_B (dlm.causal.hybrid.combine). Per-fold w*: "
-        + ", ".join(f"{w:.3f}" for w in h.fold_w) + "."
-        + (" With a separate file Var_B cannot be told from the bias: Bias^2 holds both."
-           if args.experimental_data else ""),
-        "Assumes the randomised groups represent the use and the arms' noise is binomial."]) + "\n"
+        "w* r_U + (1 - w*) r_B (hybrid_scores.csv). Per-fold w*: "
+        + ", ".join(f"{w:.3f}" for w in h.fold_w) + ".",
+        "Assumes the randomised groups represent the use, and the two rewards' errors are "
+        "independent (dlm.causal.hybrid.model_weight)."]) + "\n"

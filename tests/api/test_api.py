@@ -244,6 +244,10 @@ def test_reward_method_errors_come_first():
         api.check_reward_method("magic")
     with pytest.raises(ValueError, match="needs interventional data"):
         api.check_reward_method("oracle")
+    with pytest.raises(ValueError, match="needs randomised arms .*api.hybrid_reward"):
+        api.check_reward_method("hybrid")
+    with pytest.raises(ValueError, match="learns from randomised arms"):
+        api.check_reward_method("experimental_ctr")
 
 
 @pytest.mark.parametrize("method,representation,hidden", [
