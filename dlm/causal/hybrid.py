@@ -26,6 +26,13 @@ rows gives Var_B (delete-a-group jackknife), and Bias_B^2 is what remains of the
 mean squared discrepancy after both variances. Given one observational prediction
 (r_B of shape [N], a reward trained on a separate log), Var_B cannot be told from the bias:
 it is reported as 0 and Bias_B^2 carries both, which leaves w* unchanged.
+
+Two estimators of w*: `estimate_weight` compares a reward with arm-level experimental
+estimates of known variance (r_U = the arms' empirical logits); `model_weight` compares two
+reward MODELS (r_U = an experimental reward fitted on the arms, cross-fitted like r_B) on
+held-out arms, without a model of the arms' noise. The hybrid reward methods of
+dlm.rewards (METHODS "hybrid", "hybrid_naive"; dlm.rewards.fit.fit_hybrid) use the latter:
+only a model scores texts no arm showed.
 """
 from __future__ import annotations
 
@@ -240,28 +247,3 @@ def binomial_logit_variance(successes, trials) -> np.ndarray:
     logit_outcome): 1/(s + 1/2) + 1/(n - s + 1/2), the delta method."""
     s, n = np.asarray(successes, np.float64), np.asarray(trials, np.float64)
     return 1.0 / (s + 0.5) + 1.0 / (n - s + 0.5)
-
-
-def crossfit_text_term(successes, trials, text_NxF, confounders, randomised, groups, *,
-                       cfg=None, outcome=None) -> tuple[np.ndarray, np.ndarray]:
-    """The deconfounded observational reward (the estimator's text term h.w, fitted jointly
-    with g(C)) on the randomised rows of the same log, cross-fitted over their groups: each
-    fold's arms scored by the fit on every non-randomised row plus the other folds' arms.
-    randomised: [N] bool; groups: [N]. Returns (r_B [K, M], fold [M]) over the M randomised
-    rows, for `estimate_weight`."""
-    from dlm.causal.fit import EstimatorConfig, fit
-
-    cfg = cfg or EstimatorConfig()
-    rows = np.flatnonzero(np.asarray(randomised, bool))
-    text = np.asarray(text_NxF, np.float64)
-    pick = lambda a, idx: None if a is None else np.asarray(a)[idx]  # noqa: E731
-
-    def fit_predict(train_M: np.ndarray) -> np.ndarray:
-        keep = np.ones(len(text), bool)
-        keep[rows[~train_M]] = False
-        f = fit(pick(successes, keep), pick(trials, keep), text[keep],
-                {k: c.take(keep) for k, c in confounders.items()}, cfg,
-                outcome=pick(outcome, keep), source="<hybrid cross-fit>")
-        return text[rows] @ f.text_coef
-
-    return crossfit_rewards(np.asarray(groups)[rows], fit_predict, folds=cfg.folds, seed=cfg.seed)
