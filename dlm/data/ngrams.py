@@ -95,16 +95,32 @@ class SparseRows:
     n_rows: int = flax.struct.field(pytree_node=False)
 
 
+def _bucket(n: int) -> int:
+    """The next power of two (at least 64): arrays are padded to it so that fits on many
+    row counts (cross-fitting folds, subsamples) share a few XLA compilations instead of
+    compiling one each (thousands of them exhaust the process's memory mappings)."""
+    return max(64, 1 << max(int(n) - 1, 0).bit_length())
+
+
+def _pad(a: np.ndarray, n: int, value=0) -> np.ndarray:
+    a = np.asarray(a)
+    return np.concatenate([a, np.full((n - a.shape[0],) + a.shape[1:], value, a.dtype)])
+
+
 def _design(X) -> jax.Array | SparseRows:
-    """Dense float32 jnp array, or SparseRows for scipy.sparse input."""
+    """Dense float32 jnp array, or SparseRows for scipy.sparse input, padded with zero rows
+    (and zero entries) to _bucket sizes: callers pad their row vectors alike (zero weight)."""
     if scipy.sparse.issparse(X):
         coo = X.tocoo()
-        return SparseRows(jnp.asarray(coo.data, jnp.float32), jnp.asarray(coo.row, jnp.int32),
-                          jnp.asarray(coo.col, jnp.int32), int(X.shape[0]))
-    X = jnp.asarray(X, jnp.float32)
+        nnz = _bucket(coo.nnz)
+        return SparseRows(jnp.asarray(_pad(coo.data.astype(np.float32), nnz)),
+                          jnp.asarray(_pad(coo.row.astype(np.int32), nnz)),
+                          jnp.asarray(_pad(coo.col.astype(np.int32), nnz)),
+                          _bucket(X.shape[0]))
+    X = np.asarray(X, np.float32)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D [N, D], got shape {X.shape}")
-    return X
+    return jnp.asarray(_pad(X, _bucket(X.shape[0])))
 
 
 def _matvec(X, w_D: jax.Array) -> jax.Array:
@@ -146,10 +162,11 @@ def _fit_ridge(X, y_N, v_N, w0_D, l2, tol, max_iter: int):
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter",))
-def _fit_bt(X, a_P, b_P, w0_D, l2, tol, max_iter: int):
-    def loss(w_D):
+def _fit_bt(X, a_P, b_P, m_P, w0_D, l2, tol, max_iter: int):
+    def loss(w_D):                                    # m_P: 1 on real pairs, 0 on padding
         r_N = _matvec(X, w_D)
-        return jnp.mean(jax.nn.softplus(r_N[b_P] - r_N[a_P])) + 0.5 * l2 * jnp.sum(w_D ** 2)
+        pair_loss = jax.nn.softplus(r_N[b_P] - r_N[a_P])
+        return jnp.sum(m_P * pair_loss) / jnp.sum(m_P) + 0.5 * l2 * jnp.sum(w_D ** 2)
 
     return _lbfgs(loss, w0_D, max_iter, tol)
 
@@ -192,7 +209,8 @@ def fit_linear(X, y, weights=None, l2: float = 1e-3, tol: float = 1e-6,
         raise ValueError("fit_linear: y and weights must be finite")
     if np.any(v < 0) or v.sum() <= 0:
         raise ValueError("fit_linear: weights must be >= 0 with a positive sum")
-    params, k, g = _fit_ridge(_design(X), jnp.asarray(y), jnp.asarray(v),
+    n_pad = _bucket(n)                               # zero-weight padding rows (see _design)
+    params, k, g = _fit_ridge(_design(X), jnp.asarray(_pad(y, n_pad)), jnp.asarray(_pad(v, n_pad)),
                               jnp.zeros(_n_features(X), jnp.float32), l2, tol, max_iter=max_iter)
     return LinearModel(np.asarray(params["w"], np.float64), float(params["b"]), int(k), float(g))
 
@@ -212,7 +230,10 @@ def fit_bradley_terry_linear(X, pairs_a, pairs_b, l2: float = 1e-3, tol: float =
     for name, idx in (("pairs_a", a), ("pairs_b", b)):
         if idx.min() < 0 or idx.max() >= n:
             raise ValueError(f"fit_bradley_terry_linear: {name} indexes outside 0..{n - 1}")
-    w, k, g = _fit_bt(_design(X), jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32),
+    p_pad = _bucket(a.size)
+    w, k, g = _fit_bt(_design(X), jnp.asarray(_pad(a, p_pad), jnp.int32),
+                      jnp.asarray(_pad(b, p_pad), jnp.int32),
+                      jnp.asarray(_pad(np.ones(a.size, np.float32), p_pad)),
                       jnp.zeros(d, jnp.float32), l2, tol, max_iter=max_iter)
     return LinearModel(np.asarray(w, np.float64), 0.0, int(k), float(g))
 

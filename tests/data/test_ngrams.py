@@ -127,3 +127,24 @@ def test_hashed_reward_scores_texts():
     assert r[0] > r[1]
     with pytest.raises(ValueError, match="n_features"):
         ngrams.hashed_reward(m)
+
+
+def test_fits_on_many_row_counts_share_compilations():
+    """Row counts are padded to power-of-two buckets (zero-weight rows, masked pairs): a
+    cross-fitting sweep over many subset sizes compiles once per bucket, and the padding
+    changes nothing (the 70-row fit equals the closed form, checked above for exact N)."""
+    from dlm.data import ngrams as NG
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5)).astype(np.float32)
+    y = X @ np.arange(1.0, 6.0) + rng.normal(0, 0.1, 120)
+    before = NG._fit_ridge._cache_size()
+    fits = [NG.fit_linear(X[:n], y[:n], l2=1e-3) for n in (70, 90, 120)]   # one bucket: 128
+    assert NG._fit_ridge._cache_size() - before <= 1
+    A = np.c_[X[:70], np.ones(70)]
+    wb = np.linalg.solve(A.T @ A / 70 + np.diag([1e-3] * 5 + [0.0]), A.T @ y[:70] / 70)
+    np.testing.assert_allclose(fits[0].w, wb[:5], atol=2e-3)
+    before = NG._fit_bt._cache_size()
+    for p in (40, 50, 60):                                                  # one bucket: 64
+        NG.fit_bradley_terry_linear(X, np.arange(p), np.arange(p) + 60, l2=1e-2)
+    assert NG._fit_bt._cache_size() - before <= 1
