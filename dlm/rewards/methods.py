@@ -255,11 +255,19 @@ def hybrid_targets(observational: str, experimental: str = "experimental_ctr"):
     two rewards with w* (dlm.causal.hybrid)."""
     def target_fn(ctx: MethodContext) -> Targets:
         exp = METHODS[experimental].target_fn(ctx)
-        obs = METHODS[observational].target_fn(ctx)
-        return dataclasses.replace(exp, parts={"observational": obs, "experimental": exp},
-                                   source=f"hybrid of {observational} ({obs.source}) and "
-                                          f"{experimental} ({exp.source})")
+        return hybrid_parts(METHODS[observational].target_fn(ctx), exp, observational,
+                            experimental)
     return target_fn
+
+
+def hybrid_parts(obs: Targets, exp: Targets, observational: str = "observational",
+                 experimental: str = "experimental") -> Targets:
+    """A hybrid's Targets from its two parts' (computed once and reused, e.g. the
+    observational part's across experiments of several sizes); the names are the parts'
+    methods, for the source."""
+    return dataclasses.replace(exp, parts={"observational": obs, "experimental": exp},
+                               source=f"hybrid of {observational} ({obs.source}) and "
+                                      f"{experimental} ({exp.source})")
 
 
 # ---- penalties -----------------------------------------------------------------------------
