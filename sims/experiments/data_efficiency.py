@@ -35,8 +35,10 @@ entanglement > 0 the entangled features (question, second_person) are confounded
 g(C) through it; weekday (and the markers it drives) and audience stay measured. Chosen
 from the world's structure before any reward was run, not tuned on the results. At
 entanglement 0 the headline does not depend on C, so the observational rewards stay
-unbiased (naive only through the weekday markers) and the hybrid should match the better
-input; at 0.9 they are biased and the hybrid should approach experimental_ctr with n.
+nearly unbiased (naive not: the weekday markers; and a story's week is fixed, so the
+stories' slight drift in headline style over the weeks leaves deconfoundlm ~0.994) and
+the hybrid should match the better input; at 0.9 they are biased and the hybrid should
+approach experimental_ctr with n.
 
 Metrics per reward on every candidate headline of the last `n_eval_stories` stories, bare
 and with each weekday marker (both score linearly in phi, nothing is memorised):
