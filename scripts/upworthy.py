@@ -3,7 +3,8 @@
     python -m scripts.upworthy --data PATH [--eval-data PATH] --out DIR
                                [--preset tiny|quick|full] [--representations ngram,trunk]
                                [--model smollm2-135m] [--include-nonrandomised]
-                               [--reg-sweep] [--set FIELD=VALUE ...]
+                               [--reg-sweep | --efficiency [--efficiency-seeds 5]]
+                               [--set FIELD=VALUE ...]
 
 The tests of --data are split by story (tests sharing a lede or headline stay together)
 into train / validation / test. Six reward models are trained on each text
@@ -33,6 +34,12 @@ deconfoundlm on each frozen representation (the paper's figure 5b,
 dlm.experiments.regularisation): writes sweep.csv, choices.csv (best strength chosen on the
 observational validation loss vs on the validation tests' experimental pairs),
 reg_sweep.png, summary.md, config.json.
+--efficiency instead draws 1, 3, 10, 30 and 100% of the randomised training tests (5
+subsample seeds, --efficiency-seeds) as the experimental data and fits experimental,
+experimental_ctr and the hybrids (naive / deconfoundlm + experimental_ctr, cross-fitted w*)
+on them, beside naive and deconfoundlm fitted once (dlm.experiments.upworthy_efficiency),
+on the first of --representations (default minilm): writes efficiency.csv,
+efficiency_summary.csv, efficiency.png, summary.md, config.json.
 """
 from __future__ import annotations
 
@@ -52,6 +59,7 @@ from dlm import cli  # noqa: E402
 from dlm.data.log import LogValidationError  # noqa: E402
 from dlm.experiments import regularisation as REG  # noqa: E402
 from dlm.experiments import upworthy as U  # noqa: E402
+from dlm.experiments import upworthy_efficiency as EFF  # noqa: E402
 from dlm.experiments import upworthy_report as R  # noqa: E402
 
 
@@ -73,7 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reg-sweep", action="store_true",
                         help="sweep the l2 strength of naive and deconfoundlm per representation "
                              "(regularisation vs model size) instead of the comparison")
+    parser.add_argument("--efficiency", action="store_true",
+                        help="AUC vs share of experimental tests (1..100%%) for experimental, "
+                             "observational, deconfounded and hybrid rewards, instead of the "
+                             "comparison")
+    parser.add_argument("--efficiency-seeds", type=int, default=5,
+                        help="subsample seeds per share for --efficiency (default 5)")
     args = parser.parse_args(argv)
+    if args.reg_sweep and args.efficiency:
+        parser.error("--reg-sweep and --efficiency are two different runs: pick one")
     if args.data is None:
         parser.error("--data PATH is required: this script compares reward models on the real "
                      "Upworthy archive (see README, Data, for where to get it)")
@@ -91,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         log, eval_log = U.load_inputs(args.data, args.eval_data)
         if args.reg_sweep:
             result = REG.run_sweep(cfg, log, eval_log)
+        elif args.efficiency:
+            rep = args.representations.split(",")[0].strip() if args.representations else "minilm"
+            result = EFF.run_efficiency(cfg, log, eval_log, representation=rep,
+                                        seeds=args.efficiency_seeds,
+                                        progress=sys.stderr.isatty())
         else:
             result = U.run(cfg, log, eval_log, progress=sys.stderr.isatty())
     except (LogValidationError, ValueError) as err:
@@ -98,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     source = f"the test split of {args.data}" if eval_log is None else str(args.eval_data)
     run_info = {"preset": args.preset, "data": args.data, "eval_data": args.eval_data}
+    if args.efficiency:
+        text = EFF.summary_text(result, cfg, wall, source)
+        EFF.write_outputs(args.out, result, cfg, run_info, text)
+        print(text)
+        return 0
     if args.reg_sweep:
         text = REG.summary_text(result, cfg, wall, source)
         REG.write_outputs(args.out, result, cfg, run_info, text)

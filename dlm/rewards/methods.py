@@ -248,6 +248,13 @@ def experimental_ctr_targets(ctx: MethodContext) -> Targets:
                    val=val, groups=group_ids(arms)[rows])
 
 
+def hybrid_parts(observational: Targets, experimental: Targets) -> Targets:
+    """A hybrid method's Targets: the experimental part's rows, carrying both parts."""
+    return dataclasses.replace(
+        experimental, parts={"observational": observational, "experimental": experimental},
+        source=f"hybrid of {observational.source} and {experimental.source}")
+
+
 def hybrid_targets(observational: str, experimental: str = "experimental_ctr"):
     """The target function of a hybrid method: both parts' Targets from one context (the
     observational method's on ctx.log, the experimental regression's on ctx.experiment);
@@ -255,19 +262,8 @@ def hybrid_targets(observational: str, experimental: str = "experimental_ctr"):
     two rewards with w* (dlm.causal.hybrid)."""
     def target_fn(ctx: MethodContext) -> Targets:
         exp = METHODS[experimental].target_fn(ctx)
-        return hybrid_parts(METHODS[observational].target_fn(ctx), exp, observational,
-                            experimental)
+        return hybrid_parts(METHODS[observational].target_fn(ctx), exp)
     return target_fn
-
-
-def hybrid_parts(obs: Targets, exp: Targets, observational: str = "observational",
-                 experimental: str = "experimental") -> Targets:
-    """A hybrid's Targets from its two parts' (computed once and reused, e.g. the
-    observational part's across experiments of several sizes); the names are the parts'
-    methods, for the source."""
-    return dataclasses.replace(exp, parts={"observational": obs, "experimental": exp},
-                               source=f"hybrid of {observational} ({obs.source}) and "
-                                      f"{experimental} ({exp.source})")
 
 
 # ---- penalties -----------------------------------------------------------------------------

@@ -150,8 +150,7 @@ def run_data_efficiency(cfg: DataEfficiencyConfig) -> pd.DataFrame:
                 scores = dict(fixed, **{EXPERIMENTAL: fit_scorer(EXPERIMENTAL, exp_t, backend)(texts)})
                 weights = {}
                 for name, part in HYBRIDS.items():
-                    scorer = fit_scorer(name, hybrid_parts(obs_t[part], exp_t, part, EXPERIMENTAL),
-                                        backend)
+                    scorer = fit_scorer(name, hybrid_parts(obs_t[part], exp_t), backend)
                     scores[name], weights[name] = scorer(texts), scorer.weight
                 for name in REWARDS:
                     h = weights.get(name)

@@ -110,8 +110,8 @@ def test_hybrid_parts_reuses_the_parts_targets():
     ctx = MethodContext(obs, experiment=exp)
     whole = METHODS["hybrid_naive"].target_fn(ctx)
     naive, ctr = (METHODS[m].target_fn(ctx) for m in ("naive", "experimental_ctr"))
-    built = hybrid_parts(naive, ctr, "naive", "experimental_ctr")
-    assert built.source == whole.source and built.source.startswith("hybrid of naive (")
+    built = hybrid_parts(naive, ctr)
+    assert built.source == whole.source == f"hybrid of {obs.source} and {exp.source}"
     np.testing.assert_array_equal(built.target, ctr.target)
     for key in ("observational", "experimental"):
         np.testing.assert_array_equal(built.parts[key].target, whole.parts[key].target)
