@@ -7,6 +7,7 @@ from dlm.causal.hybrid import model_weight
 from dlm.data.log import Confounder, ObservationalLog
 from dlm.rewards import METHODS, MethodContext, fit_scorer
 from dlm.rewards.linear import LinearBackend
+from dlm.rewards.methods import hybrid_parts
 
 
 def test_model_weight_by_hand():
@@ -100,3 +101,19 @@ def test_hybrid_needs_enough_experimental_groups():
         fit_scorer("hybrid_naive", targets, LinearBackend(featurise))
     with pytest.raises(ValueError, match="MethodContext.experiment"):
         METHODS["hybrid"].target_fn(MethodContext(obs))
+
+
+def test_hybrid_parts_reuses_the_parts_targets():
+    # the hybrid's Targets from parts computed once equal its target_fn's (rows of the
+    # experiment, both parts kept whole), so a caller may reuse an observational part
+    obs, exp, _, _ = _world(0, 0.5, 10, 500)
+    ctx = MethodContext(obs, experiment=exp)
+    whole = METHODS["hybrid_naive"].target_fn(ctx)
+    naive, ctr = (METHODS[m].target_fn(ctx) for m in ("naive", "experimental_ctr"))
+    built = hybrid_parts(naive, ctr)
+    assert built.source == whole.source == f"hybrid of {obs.source} and {exp.source}"
+    np.testing.assert_array_equal(built.target, ctr.target)
+    for key in ("observational", "experimental"):
+        np.testing.assert_array_equal(built.parts[key].target, whole.parts[key].target)
+        np.testing.assert_array_equal(built.parts[key].content, whole.parts[key].content)
+    assert len(built.parts["observational"].content) == len(obs) == 3000
