@@ -82,6 +82,10 @@ class DataEfficiencyConfig:
     n_eval_stories: int = 100       # every candidate of the last stories is scored
     unmeasured: tuple[str, ...] = ("week",)   # confounders the observational log lacks
     block: int = 5                  # experimental postings per randomised group
+    # every reward's representation (dlm.representations spec): the world's own features
+    # by default; a learnt one ("ngram-svd:64", fitted on the training stories' candidate
+    # texts, no outcomes) must find the effect in more dimensions and needs more data
+    representation: str = "phi"
     seeds: int = 10                 # world seeds, the unit of replication
     seed: int = 0
 
@@ -137,7 +141,9 @@ def run_data_efficiency(cfg: DataEfficiencyConfig) -> pd.DataFrame:
         tau = world.true_effect(texts)
         refs = {"objective_oracle": best_pick_objective(tau, tau, story),
                 "objective_random": float(pd.Series(tau).groupby(story).mean().mean())}
-        backend = LinearBackend(fit_representation("phi", texts))   # phi has no fitted state
+        fit_texts = [m + t for s in range(cfg.n_stories - cfg.n_eval_stories)
+                     for m in MARKER_PREFIXES for t in world.candidates[s]]
+        backend = LinearBackend(fit_representation(cfg.representation, fit_texts, seed=cfg.seed))
         for seed in range(cfg.seed, cfg.seed + cfg.seeds):
             k_obs, k_int = jax.random.split(jax.random.PRNGKey(seed))
             ctx = MethodContext(observed_log(world.sample(k_obs, cfg.n_obs).log, cfg.unmeasured),
