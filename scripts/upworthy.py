@@ -39,7 +39,7 @@ subsample seeds, --efficiency-seeds) as the experimental data and fits experimen
 experimental_ctr and the hybrids (naive / deconfoundlm + experimental_ctr, cross-fitted w*)
 on them, beside naive and deconfoundlm fitted once (dlm.experiments.upworthy_efficiency),
 on the first of --representations (default minilm): writes efficiency.csv,
-efficiency_summary.csv, efficiency.png, summary.md, config.json.
+efficiency_summary.csv, efficiency_paired.csv, efficiency.png, summary.md, config.json.
 """
 from __future__ import annotations
 

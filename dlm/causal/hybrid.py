@@ -171,17 +171,23 @@ def model_weight(r_B, r_U, y, groups, fold) -> HybridWeight:
     r_B, r_U: [K, N] the observational and the experimental reward, each fitted K times
     without one fold of groups (row i scored by the fit that never saw fold[i]); y: [N]
     the arms' outcomes (empirical logits). On within-group contrasts, with the models'
-    errors e_B = B - s (Bias_B + noise) and e_U = U - s independent of each other and of
-    y's sampling noise (held out, so it is):
+    errors e_B = B - s, e_U = U - s and y's sampling noise independent of the held-out fits
+    (cross-fitting makes it so):
 
-        mean (U - B)^2          -> mse_B + Var_U        (no y in it)
-        mean (y - B) (U - B)    -> mse_B                (y's noise averages out)
+        mean (U - B)^2          -> E e_B^2 + E e_U^2 - 2 E e_B e_U     (no y in it)
+        mean (y - B) (U - B)    -> E e_B^2 - E e_B e_U                 (y's noise averages out)
 
-    so mse_B = Bias_B^2 + Var_B and Var_U (the experimental model is unbiased: its error
-    is its variance, at (K-1)/K of the data, slightly above the full fit's) come without a
-    model of y's noise, whose delta-method variance is poor at a few clicks per arm;
-    Var_B is the jackknife spread of the K fits. w* = mse_B / (mse_B + Var_U): the
-    regression of (y - B) on (U - B) through the origin, clipped to [0, 1].
+    and their ratio is the weight w that minimises E (w U + (1 - w) B - s)^2: the held-out
+    least-squares optimum, whatever the correlation of e_B and e_U and whether U is
+    biased, clipped to [0, 1], with no model of y's noise (whose delta-method variance is
+    poor at a few clicks per arm). The pieces are reported as mse_B = the second line and
+    Var_U = the first minus it: the issue's Bias_B^2 + Var_B and Var_U when the two errors
+    are independent, otherwise net of the error the rewards share (both miss the same part
+    of s through one representation; ridge shrinks both), so w* = mse_B / (mse_B + Var_U)
+    holds either way. Var_B: the jackknife spread of the K fits, which covers only the
+    variance due to the rows the folds hold out of r_B (all of it when the folds partition
+    r_B's data; a small part when the observational log is much larger than the
+    experiment); bias2 = mse_B - Var_B carries the rest.
     """
     y = _array("y", y)
     n = len(y)

@@ -323,11 +323,17 @@ def hybrid_section(h, args) -> str:
         f"Deconfounded observational reward (ridge on the adjusted outcomes) and experimental "
         f"reward (ridge on the within-group outcomes of {src}: {h.n_rows:,} arms in "
         f"{h.n_groups:,} randomised groups), both on the --text-features representation; "
-        "each refitted without one fold of groups and scored on it (within-group contrasts).",
+        "the experimental reward refitted without one fold of groups and scored on it "
+        "(within-group contrasts)"
+        + ("; the observational one fitted once (a separate file: its Var_B is 0 and "
+           "Bias^2 holds it)." if args.experimental_data else
+           "; the observational one too, without its rows of those groups."),
         "", "| w* (experimental side) | Bias_B^2 | Var_B | Var_U |", "|---|---|---|---|",
         f"| {h.w:.3f} | {h.bias2:.5f} | {h.var_B:.5f} | {h.var_U:.5f} |", "",
         "w* = (Bias^2 + Var_B) / (Bias^2 + Var_B + Var_U); the hybrid reward is "
         "w* r_U + (1 - w*) r_B (hybrid_scores.csv). Per-fold w*: "
         + ", ".join(f"{w:.3f}" for w in h.fold_w) + ".",
-        "Assumes the randomised groups represent the use, and the two rewards' errors are "
-        "independent (dlm.causal.hybrid.model_weight)."]) + "\n"
+        "w* is the held-out least-squares optimal weight (dlm.causal.hybrid.model_weight); "
+        "its pieces are the issue's Bias^2, Var_B, Var_U when the two rewards' errors are "
+        "independent, otherwise net of the error they share. Assumes the randomised groups "
+        "represent the use."]) + "\n"

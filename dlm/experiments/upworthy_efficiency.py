@@ -45,11 +45,14 @@ class EfficiencyResult:
 
 
 def draw_tests(arms, share: float, seed: int) -> np.ndarray:
-    """[A] bool: the arms of `share` of arms' tests (at least MIN_TESTS), drawn by seed."""
-    tests = np.unique(np.asarray(arms.group))
+    """[A] bool: the arms of `share` of arms' tests with two or more headline arms (a
+    single-arm test contrasts nothing; at least MIN_TESTS), drawn by seed."""
+    group = np.asarray(arms.group)
+    tests, counts = np.unique(group, return_counts=True)
+    tests = tests[counts >= 2]
     k = min(len(tests), max(MIN_TESTS, int(round(share * len(tests)))))
     chosen = np.random.default_rng(seed).choice(tests, size=k, replace=False)
-    return np.isin(np.asarray(arms.group), chosen)
+    return np.isin(group, chosen)
 
 
 def run_efficiency(cfg: U.UpworthyConfig, log, eval_log=None, representation: str = "minilm",

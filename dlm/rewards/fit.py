@@ -104,9 +104,15 @@ def fit_hybrid(method: RewardMethod, targets: Targets, backend, name: str = "hyb
 
     Folds are formed over the experiment's groups. For each fold k both parts are refitted
     without fold k's groups (the observational part also without its rows of those groups,
-    when both logs come from one archive: an arm it trained on would look unbiased) and
-    score fold k's arms; dlm.causal.hybrid.model_weight turns the held-out discrepancies
-    with the arms' outcomes into w*. Then both parts are fitted on all their rows."""
+    matched by group label, when both logs come from one archive: an arm it trained on
+    would look unbiased) and score fold k's arms; dlm.causal.hybrid.model_weight turns the
+    held-out discrepancies with the arms' outcomes into w*. Then both parts are fitted on
+    all their rows. Only the reward regressions are refitted: the observational targets
+    are fixed (deconfoundlm's g(C) was cross-fitted once on the whole log, held-out rows
+    included: a second-order leak, O(1 / rows per confounder level)). Without shared
+    labels (a separate experiment, or a log without groups) the observational part is
+    fitted once and nothing is held out of it; a warning says so when a log without groups
+    holds some of the experiment's texts."""
     from dlm.causal.crossfit import fold_ids
     from dlm.causal.hybrid import model_weight
 
@@ -129,6 +135,12 @@ def fit_hybrid(method: RewardMethod, targets: Targets, backend, name: str = "hyb
     fit = lambda m, t: fit_scorer(m, t, backend, condition_on=condition_on)  # noqa: E731
     texts = list(np.asarray(exp.content))
     shared = None if (obs_fold >= 0).any() else fit(obs_method, obs)   # nothing to hold out
+    if obs.groups is None and set(map(str, texts)) & set(map(str, np.asarray(obs.content))):
+        import warnings
+        warnings.warn(f"method {name!r}: the observational log ({obs.source}) has no groups, and "
+                      f"some texts of the experiment ({exp.source}) are in it: if those rows are "
+                      "the same arms, the observational reward has seen them and w* leans to it; "
+                      "give both logs the same group labels", stacklevel=2)
     r_B, r_U = [], []
     for k in range(folds):
         r_B.append((shared or fit(obs_method, obs.take(obs_fold != k)))(texts))

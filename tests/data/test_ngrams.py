@@ -148,3 +148,22 @@ def test_fits_on_many_row_counts_share_compilations():
     for p in (40, 50, 60):                                                  # one bucket: 64
         NG.fit_bradley_terry_linear(X, np.arange(p), np.arange(p) + 60, l2=1e-2)
     assert NG._fit_bt._cache_size() - before <= 1
+
+
+def test_bradley_terry_padding_is_masked():
+    """65 pairs pad to 128: the masked mean must equal the plain mean over the 65 (an
+    unmasked one would halve the data term, i.e. double l2)."""
+    import scipy.optimize
+
+    from dlm.data.ngrams import fit_bradley_terry_linear
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(130, 4))
+    a, b = np.arange(65), np.arange(65) + 65
+    l2 = 1e-2
+
+    def loss(w):
+        return np.mean(np.logaddexp(0.0, -(X[a] - X[b]) @ w)) + 0.5 * l2 * w @ w
+
+    want = scipy.optimize.minimize(loss, np.zeros(4), method="BFGS", tol=1e-10).x
+    np.testing.assert_allclose(fit_bradley_terry_linear(X, a, b, l2=l2).w, want, atol=2e-4)

@@ -1,5 +1,7 @@
 """The hybrid reward method (observational + experimental, mixed by the cross-fitted w*):
 dlm.causal.hybrid.model_weight by hand, and fit_hybrid against a world with a known answer."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,32 @@ def test_hybrid_parts_reuses_the_parts_targets():
         np.testing.assert_array_equal(built.parts[key].target, whole.parts[key].target)
         np.testing.assert_array_equal(built.parts[key].content, whole.parts[key].content)
     assert len(built.parts["observational"].content) == len(obs) == 3000
+
+
+def test_a_log_without_groups_holding_the_arms_warns():
+    obs, exp, featurise, _ = _world(0, 0.5, 10, 500)
+    arms_as_rows = dataclasses.replace(obs, content=np.concatenate([obs.content, exp.content]),
+                                       successes=np.concatenate([obs.successes, exp.successes]),
+                                       trials=np.concatenate([obs.trials, exp.trials]),
+                                       confounders={"week": Confounder(
+                                           "time", np.zeros(len(obs) + len(exp), np.int32), ("0",))},
+                                       group=None, group_labels=None)
+    targets = METHODS["hybrid_naive"].target_fn(MethodContext(arms_as_rows, experiment=exp))
+    with pytest.warns(UserWarning, match="has no groups"):
+        fit_scorer("hybrid_naive", targets, LinearBackend(featurise, l2_grid=(1e-2,)))
+
+
+def test_group_fixed_effects_equal_unpenalised_group_dummies():
+    """LinearBackend's within-group demeaning (experimental_ctr's fixed effects) gives the
+    text coefficients of a weighted least squares with one free intercept per group."""
+    from dlm.rewards.linear import within_group_demeaned
+
+    rng = np.random.default_rng(1)
+    X, g = rng.normal(size=(40, 3)), rng.integers(0, 9, 40)
+    w, y = rng.uniform(0.5, 2.0, 40), rng.normal(size=40)
+    D = np.eye(9)[g]
+    full = np.linalg.lstsq(np.sqrt(w)[:, None] * np.c_[X, D], np.sqrt(w) * y, rcond=None)[0]
+    Xd = within_group_demeaned(X, g, w).astype(np.float64)
+    yd = y - (np.bincount(g, w * y, 9) / np.bincount(g, w, 9))[g]
+    beta = np.linalg.solve(Xd.T @ (w[:, None] * Xd), Xd.T @ (w * yd))
+    np.testing.assert_allclose(beta, full[:3], atol=1e-5)

@@ -76,3 +76,13 @@ def test_script_rejects_two_modes_and_the_trunk(archive, tmp_path):
         S.main(["--data", str(archive), "--out", str(tmp_path / "y"), "--preset", "tiny",
                 "--representations", "trunk", "--efficiency"])
     assert not (tmp_path / "y").exists()
+
+
+def test_draw_tests_skips_single_arm_tests():
+    from tests.rewards.test_reward_backends import grouped_log
+
+    arms = grouped_log([0, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6], list("abcdefghijkl"),
+                       [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+    keep = EFF.draw_tests(arms, 1.0, seed=0)
+    assert not keep[2] and not keep[11] and keep.sum() == 10      # tests 1 and 6: one arm
+    assert np.unique(np.asarray(arms.group)[EFF.draw_tests(arms, 0.01, 0)]).size == EFF.MIN_TESTS
