@@ -255,15 +255,15 @@ def hybrid_parts(observational: Targets, experimental: Targets) -> Targets:
         source=f"hybrid of {observational.source} and {experimental.source}")
 
 
-def hybrid_targets(observational: str, experimental: str = "experimental_ctr"):
-    """The target function of a hybrid method: both parts' Targets from one context (the
+def hybrid_method(observational: str, experimental: str = "experimental_ctr") -> RewardMethod:
+    """A hybrid method: its target function gives both parts' Targets from one context (the
     observational method's on ctx.log, the experimental regression's on ctx.experiment);
     dlm.rewards.fit.fit_hybrid cross-fits them over the experiment's groups and mixes the
     two rewards with w* (dlm.causal.hybrid)."""
     def target_fn(ctx: MethodContext) -> Targets:
         exp = METHODS[experimental].target_fn(ctx)
         return hybrid_parts(METHODS[observational].target_fn(ctx), exp)
-    return target_fn
+    return RewardMethod(target_fn, needs_experiment=True, parts=(observational, experimental))
 
 
 # ---- penalties -----------------------------------------------------------------------------
@@ -353,10 +353,8 @@ METHODS: dict[str, RewardMethod] = {
     "experimental_ctr": RewardMethod(experimental_ctr_targets, needs_experiment=True,
                                      group_effects=True),
     # observational reward + experimental regression, mixed with the cross-fitted w*
-    "hybrid": RewardMethod(hybrid_targets("deconfoundlm"), needs_experiment=True,
-                           parts=("deconfoundlm", "experimental_ctr")),
-    "hybrid_naive": RewardMethod(hybrid_targets("naive"), needs_experiment=True,
-                                 parts=("naive", "experimental_ctr")),
+    "hybrid": hybrid_method("deconfoundlm"),
+    "hybrid_naive": hybrid_method("naive"),
 }
 
 
