@@ -196,7 +196,7 @@ def hybrid_reward(result: Result, experiment: ObservationalLog | None = None,
     rows while it is scored on them). -> dlm.rewards.fit.HybridScorer: texts -> rewards,
     `.weight` (w, Bias^2, Var_B, Var_U), `.observational`, `.experimental`."""
     from dlm.causal.hybrid import experimental_arms
-    from dlm.rewards import METHODS, MethodContext, fit_scorer, get_method, log_targets
+    from dlm.rewards import METHODS, MethodContext, fit_scorer, get_method
     from dlm.rewards.linear import LinearBackend
     from dlm.rewards.methods import hybrid_parts
 
@@ -216,8 +216,7 @@ def hybrid_reward(result: Result, experiment: ObservationalLog | None = None,
     if spec == "none":
         raise ValueError("the hybrid needs a text representation: the estimator's text term "
                          "is 'none'; pass representation= (e.g. 'ngram:256')")
-    obs = (log_targets(log, result.adjusted.logit_adjusted) if m.parts[0] == "deconfoundlm"
-           else METHODS[m.parts[0]].target_fn(MethodContext(log, seed=result.cfg.seed)))
+    obs = _log_targets(result, m.parts[0], seed=result.cfg.seed)
     exp = METHODS[m.parts[1]].target_fn(MethodContext(log, experiment=experiment))
     texts = np.concatenate([np.asarray(log.content), np.asarray(experiment.content)])
     rep = fit_representation(spec, texts, seed=result.cfg.seed)
@@ -302,20 +301,26 @@ def train(result: Result, method: str = "deconfoundlm", representation: str = "n
     reward heads' frozen dlm.representations spec, fitted on the log's texts (one that
     save_reward can store: REWARD_REPRESENTATIONS).
     """
-    from dlm.rewards import MethodContext, TrainerConfig, get_method
-    from dlm.rewards import log_targets, train_reward
+    from dlm.rewards import TrainerConfig, train_reward
 
     check_reward_method(method)
     check_reward_representation(representation)
-    log = result.log
-    represent = fit_representation(representation, log.content, seed=seed)
-    if method == "deconfoundlm":
-        targets = log_targets(log, result.adjusted.logit_adjusted)
-    else:
-        ctx = MethodContext(log, represent, seed=seed, estimator=result.cfg)
-        targets = get_method(method).target_fn(ctx)
+    represent = fit_representation(representation, result.log.content, seed=seed)
+    targets = _log_targets(result, method, represent, seed)
     return train_reward(method, targets, represent, cfg or TrainerConfig(), strengths=strengths,
                         seed=seed, history=history)
+
+
+def _log_targets(result: Result, method: str, represent=None, seed: int = 0):
+    """An observational method's dlm.rewards Targets on result's log: deconfoundlm's are
+    result's own adjusted outcomes (the ones in adjusted.csv, no second estimator fit); any
+    other method's as dlm.rewards builds them."""
+    from dlm.rewards import MethodContext, get_method, log_targets
+
+    if method == "deconfoundlm":
+        return log_targets(result.log, result.adjusted.logit_adjusted)
+    ctx = MethodContext(result.log, represent, seed=seed, estimator=result.cfg)
+    return get_method(method).target_fn(ctx)
 
 
 def reward_name(reward) -> str:
