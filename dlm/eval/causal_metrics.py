@@ -184,6 +184,16 @@ def best_pick_objective(scores, tau, groups) -> float:
     return float(t[order[first]].mean())
 
 
+def pick_references(tau, groups) -> dict[str, float]:
+    """The best-pick objective's reference points: "objective_oracle" (picks by tau itself)
+    and "objective_random" (a uniform pick per group: the mean of its group's mean tau)."""
+    t, g = np.asarray(tau, np.float64).reshape(-1), np.asarray(groups).reshape(-1)
+    _, codes = np.unique(g, return_inverse=True)
+    group_mean = np.bincount(codes, t) / np.bincount(codes)
+    return {"objective_oracle": best_pick_objective(t, t, g),
+            "objective_random": float(group_mean.mean())}
+
+
 def normalised_objective(obj, obj_sft, obj_oracle, eps: float = 1e-9):
     """(obj - obj_sft) / (obj_oracle - obj_sft): 0 = SFT, 1 = oracle; nan if oracle ~ SFT."""
     obj, sft, ora = np.broadcast_arrays(*(np.asarray(v, np.float64)

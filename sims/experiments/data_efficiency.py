@@ -58,7 +58,7 @@ import pandas as pd
 import sims.featurise  # noqa: F401  (registers the "phi" representation)
 from dlm.data.builtin_corpus import builtin_corpus
 from dlm.data.markers import MARKER_PREFIXES
-from dlm.eval.causal_metrics import best_pick_objective, causal_corr
+from dlm.eval.causal_metrics import best_pick_objective, causal_corr, pick_references
 from dlm.eval.stats import format_mean_se, mean_se
 from dlm.representations import fit_representation
 from dlm.rewards import METHODS, MethodContext, fit_scorer
@@ -139,8 +139,7 @@ def run_data_efficiency(cfg: DataEfficiencyConfig) -> pd.DataFrame:
         story = np.concatenate([[s] * len(MARKER_PREFIXES) * len(world.candidates[s])
                                 for s in ev_story])
         tau = world.true_effect(texts)
-        refs = {"objective_oracle": best_pick_objective(tau, tau, story),
-                "objective_random": float(pd.Series(tau).groupby(story).mean().mean())}
+        refs = pick_references(tau, story)
         fit_texts = [m + t for s in range(cfg.n_stories - cfg.n_eval_stories)
                      for m in MARKER_PREFIXES for t in world.candidates[s]]
         backend = LinearBackend(fit_representation(cfg.representation, fit_texts, seed=cfg.seed))

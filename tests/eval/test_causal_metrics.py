@@ -144,6 +144,9 @@ def test_best_pick_objective_hand_value_and_errors():
     groups = ["a", "a", "a", "b", "b"]
     assert best_pick_objective(scores, tau, groups) == pytest.approx((0.5 - 1.0) / 2)
     assert best_pick_objective(tau, tau, groups) == pytest.approx((1.0 + 3.0) / 2)
+    refs = cm.pick_references(tau, groups)           # oracle; mean of the group means
+    assert refs == pytest.approx({"objective_oracle": 2.0,
+                                  "objective_random": ((1.0 + 0.5 + 0.2) / 3 + 1.0) / 2})
     with pytest.raises(ValueError, match="equal"):
         best_pick_objective([1.0], [1.0, 2.0], ["a", "a"])
     with pytest.raises(ValueError, match="row 2"):
