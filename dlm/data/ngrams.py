@@ -102,9 +102,10 @@ def _bucket(n: int) -> int:
     return max(64, 1 << max(int(n) - 1, 0).bit_length())
 
 
-def _pad(a: np.ndarray, n: int, value=0) -> np.ndarray:
+def _pad(a: np.ndarray, n: int) -> np.ndarray:
+    """`a` with zero rows appended up to n rows."""
     a = np.asarray(a)
-    return np.concatenate([a, np.full((n - a.shape[0],) + a.shape[1:], value, a.dtype)])
+    return np.concatenate([a, np.zeros((n - a.shape[0],) + a.shape[1:], a.dtype)])
 
 
 def _design(X) -> jax.Array | SparseRows:
